@@ -1,0 +1,156 @@
+//! Plain events the engine emits for whoever observes it (telemetry, tests).
+//!
+//! The engine knows nothing of OpenTelemetry or HTTP: it reports what happened,
+//! with the instants it happened at, and carries each request's opaque
+//! [`SpanHandle`] so an observer can attach step spans to request spans.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Engine-wide request identifier (unique for the life of the process).
+pub type RequestId = u64;
+
+/// Opaque per-request value from the API layer (for example a trace context).
+/// The engine only carries it along and hands it back in events.
+pub type SpanHandle = Arc<dyn Any + Send + Sync>;
+
+/// Which kind of forward pass an engine step ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepKind {
+    Prefill,
+    Decode,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Prefill => "prefill",
+            StepKind::Decode => "decode",
+        }
+    }
+}
+
+/// Why a sequence stopped generating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FinishReason {
+    /// `max_new_tokens` reached (or the context filled up).
+    Length,
+    /// The model produced its end-of-sequence token.
+    EosToken,
+    /// A stop sequence matched the generated text.
+    StopSequence,
+}
+
+impl FinishReason {
+    /// TGI spelling, also used as the metric attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Length => "length",
+            FinishReason::EosToken => "eos_token",
+            FinishReason::StopSequence => "stop_sequence",
+        }
+    }
+}
+
+/// Why the engine refused to queue a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    QueueFull,
+    ShuttingDown,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::QueueFull => "queue_full",
+            RejectReason::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// One request served by a step, as seen by observers.
+#[derive(Clone)]
+pub struct StepMember<'a> {
+    pub req: RequestId,
+    pub span: &'a SpanHandle,
+    /// Tokens this request contributed to the step (prompt length for prefill, 1 for decode).
+    pub tokens: usize,
+}
+
+/// Everything the engine reports. Borrowed so that emitting costs no allocation.
+pub enum EngineEvent<'a> {
+    /// Accepted into the waiting queue.
+    Queued {
+        req: RequestId,
+        span: &'a SpanHandle,
+        prompt_tokens: usize,
+        at: Instant,
+    },
+    /// Left the queue for a prefill step.
+    Admitted {
+        req: RequestId,
+        span: &'a SpanHandle,
+        queued_at: Instant,
+        at: Instant,
+    },
+    /// One batched forward pass finished.
+    StepDone {
+        kind: StepKind,
+        members: &'a [StepMember<'a>],
+        tokens: usize,
+        started: Instant,
+        ended: Instant,
+    },
+    /// A request's first generated token was sampled.
+    FirstToken {
+        req: RequestId,
+        span: &'a SpanHandle,
+        at: Instant,
+    },
+    /// A later token was sampled; `since_previous` is the inter-token gap.
+    Token {
+        req: RequestId,
+        span: &'a SpanHandle,
+        since_previous: Duration,
+        at: Instant,
+    },
+    /// A request finished normally; its KV cache is already freed.
+    Finished {
+        req: RequestId,
+        span: &'a SpanHandle,
+        reason: FinishReason,
+        prompt_tokens: usize,
+        output_tokens: usize,
+        at: Instant,
+    },
+    /// The client went away (or the request was aborted); its KV cache is freed.
+    Cancelled {
+        req: RequestId,
+        span: &'a SpanHandle,
+        output_tokens: usize,
+        at: Instant,
+    },
+    /// The request could not be queued (HTTP 429).
+    Rejected { reason: RejectReason },
+    /// Scheduler gauges, reported after every step and whenever the queue changes.
+    Load {
+        running: usize,
+        waiting: usize,
+        kv_cache_used_bytes: usize,
+        kv_cache_capacity_bytes: usize,
+    },
+}
+
+/// Something that watches the engine. Called on the engine thread: keep it cheap
+/// and never block.
+pub trait EngineObserver: Send + Sync {
+    fn on_event(&self, event: &EngineEvent<'_>);
+}
+
+/// Observer that ignores everything (telemetry off).
+pub struct NoopObserver;
+
+impl EngineObserver for NoopObserver {
+    fn on_event(&self, _event: &EngineEvent<'_>) {}
+}

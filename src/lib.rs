@@ -1,0 +1,10 @@
+//! candlelight: an LLM inference server you can see inside.
+//!
+//! Modules in the order a request flows through them:
+//! [`api`] (HTTP) → [`engine`] (scheduler, model, sampler, KV cache) → [`telemetry`]
+//! (which observes the engine through [`engine::events`]). [`config`] holds the CLI.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod telemetry;
