@@ -1,0 +1,233 @@
+//! Sends one streamed request and records what the client saw.
+
+use std::time::{Duration, Instant};
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+
+use crate::otel::Tracing;
+use crate::protocol::{ApiKind, EventError, GenParams, StreamTally};
+use crate::record::{ErrorKind, Outcome, RequestRecord, RunClock};
+use crate::workload::Item;
+
+/// Where and how requests go; shared by every request of a run.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub http: reqwest::Client,
+    /// Base URL, e.g. `http://127.0.0.1:3000`.
+    pub base: String,
+    /// Full URL of the streaming endpoint.
+    pub endpoint: String,
+    pub api: ApiKind,
+    pub params: GenParams,
+    pub timeout: Duration,
+}
+
+/// One request to send: what, and when it was meant to go.
+#[derive(Debug)]
+pub struct Job {
+    pub id: u64,
+    pub step: usize,
+    pub scheduled: Instant,
+    pub item: Item,
+}
+
+/// An HTTP client tuned for many concurrent streams: unbounded idle pool (one
+/// connection per stream under HTTP/1.1), Nagle off, no global timeout (each
+/// request has its own).
+pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(usize::MAX)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+}
+
+/// What `stream` learned before it returned.
+struct Progress {
+    token_times: Vec<Instant>,
+    chunks: u64,
+    tally: StreamTally,
+    status: Option<u16>,
+    server_trace_id: Option<String>,
+    end: Option<Instant>,
+}
+
+/// Send `job` and follow its stream to the end. Never fails: every problem
+/// becomes an [`Outcome::Error`] with a kind.
+pub async fn execute(
+    target: &Target,
+    clock: &RunClock,
+    tracing: &Tracing,
+    job: Job,
+) -> RequestRecord {
+    let body = serde_json::to_vec(&target.api.body(
+        &job.item.prompt,
+        job.item.max_tokens,
+        &target.params,
+    ))
+    .expect("invariant: a serde_json::Value always serializes");
+    let trace = tracing.start(target.api.name(), job.step);
+    let mut p = Progress {
+        token_times: Vec::with_capacity(job.item.max_tokens as usize),
+        chunks: 0,
+        tally: StreamTally::default(),
+        status: None,
+        server_trace_id: None,
+        end: None,
+    };
+    let sent = Instant::now();
+    let mut req = target
+        .http
+        .post(&target.endpoint)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .body(body);
+    for (k, v) in &trace.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let outcome = match tokio::time::timeout(target.timeout, stream(target.api, req, &mut p)).await
+    {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::Error {
+            kind: ErrorKind::Timeout,
+            message: format!("no completion within {:?}", target.timeout),
+        },
+    };
+    let end = p.end.unwrap_or_else(Instant::now);
+    let record = RequestRecord {
+        id: job.id,
+        step: job.step,
+        scheduled: clock.at(job.scheduled),
+        sent: clock.at(sent),
+        token_times: p.token_times.iter().map(|t| clock.at(*t)).collect(),
+        end: clock.at(end),
+        input_tokens: p.tally.input_tokens,
+        output_tokens: p.tally.output_tokens,
+        chunks: p.chunks,
+        finish_reason: p.tally.finish_reason,
+        outcome,
+        http_status: p.status,
+        trace_id: trace.trace_id.clone(),
+        server_trace_id: p.server_trace_id,
+    };
+    trace.finish(&record, clock.wall);
+    record
+}
+
+fn transport_error(e: &reqwest::Error) -> Outcome {
+    let kind = if e.is_connect() {
+        ErrorKind::Connect
+    } else if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Transport
+    };
+    Outcome::Error {
+        kind,
+        message: error_chain(e),
+    }
+}
+
+/// reqwest's top-level message hides the cause ("error sending request"); keep it.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+async fn stream(api: ApiKind, req: reqwest::RequestBuilder, p: &mut Progress) -> Outcome {
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return transport_error(&e),
+    };
+    let status = resp.status();
+    p.status = Some(status.as_u16());
+    p.server_trace_id = resp
+        .headers()
+        .get("x-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Outcome::Error {
+            kind: ErrorKind::Http(status.as_u16()),
+            message: error_message(&text),
+        };
+    }
+    let mut events = resp.bytes_stream().eventsource();
+    while let Some(ev) = events.next().await {
+        let now = Instant::now();
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                return Outcome::Error {
+                    kind: ErrorKind::Truncated,
+                    message: format!(
+                        "stream broke after {} events: {}",
+                        p.chunks,
+                        error_chain(&e)
+                    ),
+                }
+            }
+        };
+        if ev.data.is_empty() {
+            continue;
+        }
+        match api.parse_event(&ev.data, &mut p.tally) {
+            Ok(info) => {
+                if info.content {
+                    p.token_times.push(now);
+                    p.chunks += 1;
+                }
+                if info.done {
+                    p.end = Some(now);
+                    // OpenAI ends at [DONE]; TGI's final event is the last one.
+                    return Outcome::Ok;
+                }
+            }
+            Err(EventError::Server { kind, message }) => {
+                return Outcome::Error {
+                    kind: ErrorKind::Stream(kind),
+                    message,
+                }
+            }
+            Err(e @ EventError::Shape { .. }) => {
+                return Outcome::Error {
+                    kind: ErrorKind::BadEvent,
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+    Outcome::Error {
+        kind: ErrorKind::Truncated,
+        message: format!(
+            "stream ended without a completion marker after {} events",
+            p.chunks
+        ),
+    }
+}
+
+/// The server's error message from a JSON error body, else the body's start.
+pub fn error_message(body: &str) -> String {
+    let from_json = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            let e = v.get("error")?;
+            e.as_str()
+                .map(str::to_string)
+                .or_else(|| e.get("message")?.as_str().map(str::to_string))
+        });
+    from_json.unwrap_or_else(|| {
+        body.chars()
+            .take(200)
+            .collect::<String>()
+            .replace('\n', " ")
+    })
+}

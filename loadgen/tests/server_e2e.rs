@@ -1,0 +1,327 @@
+//! loadgen against the real candlelight server on the real model, and a real
+//! PostgreSQL from Debian. Workloads are small (8-16 output tokens, a handful of
+//! requests): the model runs on two CPU cores.
+//!
+//! Needs `cargo build -p candlelight` (or CANDLELIGHT_BIN) and the model
+//! (scripts/fetch-model.sh, or CANDLELIGHT_MODEL).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{assert_outputs, loadgen, read_result, text, Postgres, Server};
+use serde_json::Value;
+
+fn run(server: &Server, dir: &Path, rest: &[&str]) -> Value {
+    let mut a = vec![
+        "--url",
+        &server.url,
+        "--output-dir",
+        dir.to_str().unwrap_or("."),
+    ];
+    a.extend_from_slice(&[
+        "--ignore-eos",
+        "--input-len",
+        "16",
+        "--sample-interval",
+        "0.5",
+    ]);
+    a.extend_from_slice(rest);
+    let out = loadgen(&a);
+    assert!(
+        out.status.success(),
+        "{}\nserver log:\n{}",
+        text(&out),
+        server.log_text()
+    );
+    read_result(dir)
+}
+
+fn step_ok(step: &Value, expected: u64) {
+    assert_eq!(step["requests"]["errors"], 0, "{step}");
+    assert_eq!(step["requests"]["ok"], expected, "{step}");
+    assert_eq!(step["token_counts"], "server", "{step}");
+    assert!(
+        step["ttft"]["p50"].as_f64().is_some_and(|v| v > 0.0),
+        "{step}"
+    );
+}
+
+#[test]
+fn every_load_shape_against_the_real_server() {
+    let server = Server::start();
+    let cases: [(&str, &[&str], usize); 4] = [
+        (
+            "closed/tgi",
+            &[
+                "--api",
+                "tgi",
+                "--concurrency",
+                "2",
+                "--requests",
+                "4",
+                "--output-len",
+                "8",
+            ],
+            1,
+        ),
+        (
+            "open/chat",
+            &[
+                "--api",
+                "chat",
+                "--rate",
+                "4",
+                "--requests",
+                "4",
+                "--output-len",
+                "8",
+            ],
+            1,
+        ),
+        (
+            "batch/completions",
+            &[
+                "--batch-sizes",
+                "1,2",
+                "--requests",
+                "4",
+                "--output-len",
+                "8",
+            ],
+            2,
+        ),
+        (
+            "rate sweep",
+            &[
+                "--rate-sweep",
+                "--sweep-concurrency",
+                "2",
+                "--sweep-fractions",
+                "0.5,1",
+                "--requests",
+                "3",
+                "--output-len",
+                "8",
+            ],
+            3,
+        ),
+    ];
+    for (name, args, steps) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = run(&server, dir.path(), args);
+        assert_outputs(dir.path(), steps > 1);
+        let got = r["steps"].as_array().map_or(0, Vec::len);
+        assert_eq!(got, steps, "{name}");
+        for s in r["steps"].as_array().into_iter().flatten() {
+            let n = s["requests"]["sent"].as_u64().unwrap_or(0);
+            step_ok(s, n);
+            assert_eq!(
+                s["output_tokens"]["min"], 8.0,
+                "{name}: ignore_eos makes lengths exact"
+            );
+        }
+        // Trace links: the server continues the trace loadgen started.
+        let slow = &r["steps"][0]["slowest"][0];
+        assert!(
+            slow["trace_id"].as_str().is_some_and(|t| t.len() == 32),
+            "{name}: {slow}"
+        );
+        assert_eq!(
+            slow["trace_id"], slow["server_trace_id"],
+            "{name}: server honours traceparent"
+        );
+        assert!(
+            r["environment"]["server_info"].is_object(),
+            "{name}: /info recorded"
+        );
+    }
+}
+
+/// loadgen's TTFT and E2E agree with the server's own histograms over the same
+/// requests, within one bucket.
+#[test]
+fn client_latencies_agree_with_server_histograms() {
+    let server = Server::start();
+    for api in ["tgi", "completions", "chat"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = run(
+            &server,
+            dir.path(),
+            &[
+                "--api",
+                api,
+                "--concurrency",
+                "2",
+                "--requests",
+                "6",
+                "--output-len",
+                "12",
+                "--no-plots",
+            ],
+        );
+        let s = &r["steps"][0];
+        step_ok(s, 6);
+        for metric in ["ttft", "e2e"] {
+            let a = &s["server"][metric];
+            assert_eq!(
+                a["server_count"], 6.0,
+                "{api} {metric}: server saw the step's requests: {a}"
+            );
+            assert_eq!(a["within_one_bucket"], true, "{api} {metric}: {a}");
+            let (c, sv) = (
+                a["client_mean"].as_f64().unwrap_or(0.0),
+                a["server_mean"].as_f64().unwrap_or(0.0),
+            );
+            assert!(
+                c >= sv * 0.9,
+                "{api} {metric}: client mean {c} below server mean {sv}"
+            );
+        }
+    }
+}
+
+#[test]
+fn runs_land_in_postgres_and_the_dashboard_queries_return_them() {
+    let pg = Postgres::start();
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = pg.url.as_str();
+    let r = run(
+        &server,
+        dir.path(),
+        &[
+            "--batch-sizes",
+            "1,2",
+            "--requests",
+            "4",
+            "--output-len",
+            "8",
+            "--database-url",
+            db,
+            "--server-git-branch",
+            "test",
+        ],
+    );
+    assert_eq!(r["database"]["written"], true, "{}", r["database"]);
+    let id = r["database"]["benchmark_id"]
+        .as_i64()
+        .expect("benchmark id");
+    // A second run, so comparisons across runs have something to compare.
+    let dir2 = tempfile::tempdir().expect("temp dir");
+    let r2 = run(
+        &server,
+        dir2.path(),
+        &[
+            "--concurrency",
+            "2",
+            "--requests",
+            "3",
+            "--output-len",
+            "8",
+            "--database-url",
+            db,
+        ],
+    );
+    assert_eq!(r2["database"]["written"], true);
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        let row = client
+            .query_one("SELECT git_branch, metadata->>'model' FROM benchmarks WHERE id = $1", &[&id])
+            .await
+            .expect("benchmark row");
+        assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("test"));
+        assert!(row.get::<_, Option<String>>(1).is_some_and(|m| !m.is_empty()));
+        let steps: i64 = client
+            .query_one("SELECT count(*) FROM model_measurements WHERE benchmark_id = $1", &[&id])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(steps, 2);
+        let devices: i64 = client
+            .query_one("SELECT count(*) FROM device_measurements WHERE benchmark_id = $1 AND cpu_util IS NOT NULL", &[&id])
+            .await
+            .expect("count")
+            .get(0);
+        assert!(devices >= 1, "device samples from /metrics");
+
+        let dash: Value = serde_json::from_str(
+            &std::fs::read_to_string(common::workspace_root().join("grafana/dashboards/benchmark-history.json")).expect("dashboard"),
+        )
+        .expect("dashboard JSON");
+        let var = dash["templating"]["list"][0]["query"].as_str().expect("run variable query");
+        assert!(!client.query(var, &[]).await.expect("variable query").is_empty());
+        for panel in dash["panels"].as_array().expect("panels") {
+            assert_eq!(panel["datasource"]["uid"], "candlelight-postgres");
+            for t in panel["targets"].as_array().expect("targets") {
+                let sql = t["rawSql"].as_str().expect("rawSql").replace("$benchmark", &id.to_string());
+                let rows = client.query(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{}: {e}\n{sql}", panel["title"]));
+                assert!(!rows.is_empty(), "{} returned no rows", panel["title"]);
+            }
+        }
+    });
+}
+
+#[test]
+fn a_server_killed_midway_is_reported_and_results_still_written() {
+    let mut server = Server::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--url",
+            &server.url,
+            "--output-dir",
+            dir.path().to_str().unwrap_or("."),
+        ])
+        .args([
+            "--concurrency",
+            "2",
+            "--duration",
+            "60s",
+            "--output-len",
+            "64",
+            "--ignore-eos",
+            "--input-len",
+            "16",
+        ])
+        .args(["--no-progress", "--no-plots", "--save-requests"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loadgen");
+    std::thread::sleep(Duration::from_secs(6));
+    server.kill();
+    let out = child.wait_with_output().expect("loadgen finishes");
+    let r = read_result(dir.path());
+    let s = &r["steps"][0];
+    assert!(
+        s["requests"]["ok"].as_u64().unwrap_or(0) >= 1,
+        "some requests finished before the kill: {}",
+        text(&out)
+    );
+    assert!(s["requests"]["errors"].as_u64().unwrap_or(0) >= 1, "{s}");
+    let errors = s["errors"].as_object().expect("errors by kind");
+    assert!(
+        errors
+            .keys()
+            .any(|k| k == "connect" || k == "stream_truncated" || k == "transport"),
+        "{errors:?}"
+    );
+    assert!(
+        s["aborted"]
+            .as_str()
+            .is_some_and(|a| a.contains("unreachable")),
+        "{s}"
+    );
+    assert!(dir.path().join("requests.csv").exists());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("errors "),
+        "the table shows the errors: {stdout}"
+    );
+}
