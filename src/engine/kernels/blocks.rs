@@ -88,17 +88,17 @@ pub struct BlockQ8_1 {
 }
 
 impl BlockQ8_1 {
-    /// Quantizes 32 values the way GGML's reference `quantize_row_q8_1` does
-    /// (scale = absmax / 127, round half away from zero).
+    /// Quantizes 32 values the way GGML's x86 `quantize_row_q8_1` does
+    /// (scale = absmax / 127, round half to even), so the SIMD quantizers match it bit for bit.
     pub fn quantize(x: &[f32]) -> Self {
         let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut qs = [0i8; 32];
         let mut sum = 0i32;
         for (q, &v) in qs.iter_mut().zip(x) {
-            // |v * id| <= 127 (up to rounding), so the cast cannot wrap.
-            *q = (v * id).round() as i8;
+            // |v * id| <= 127 (up to rounding), so the cast cannot saturate.
+            *q = (v * id).round_ties_even() as i8;
             sum += i32::from(*q);
         }
         Self {

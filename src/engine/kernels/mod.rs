@@ -1,15 +1,30 @@
 //! CPU quantized matrix multiplication for GGUF weights (Q4_1, Q8_0, f32 fallback).
 //!
-//! Activations are quantized to 8 bits per 32-element block, as GGML does, so the
-//! results track llama.cpp's CPU backend closely.
+//! Activations are quantized to 8 bits per 32-element block, as GGML does, so results
+//! track llama.cpp's CPU backend closely. Weights are repacked at load time into a
+//! row-interleaved layout ([`packed`]) that lets one SIMD multiply-add serve 16 output
+//! rows, and the best kernels for the running CPU are picked at runtime ([`dispatch`]).
+//! [`driver`] tiles a matmul over weight-row groups × activation rows so batched decode
+//! and prefill reuse each weight block from cache across activation rows.
 
 mod blocks;
+mod dispatch;
+mod driver;
 pub mod ops;
+mod packed;
 mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512;
 
 use std::sync::OnceLock;
 
 pub use blocks::{quantize_row_q8_1, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
+use packed::{Q4_1Tile, Q8_0Scales, Q8_0Tile};
+
+/// Activation rows one kernel call multiplies against each unpacked weight block.
+const MAX_R: usize = 4;
 
 /// Errors from building matrices or configuring the kernels.
 #[derive(Debug, thiserror::Error)]
@@ -30,17 +45,49 @@ pub enum KernelError {
     PoolAlreadyInitialized(usize),
     #[error("cannot build thread pool: {0}")]
     PoolBuild(String),
+    #[error("this CPU does not support the {0} kernels")]
+    Unsupported(&'static str),
 }
 
-/// Weight storage in one of the supported formats.
+/// A SIMD code path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimdLevel {
+    Avx512Vnni,
+    Avx2,
+    Scalar,
+}
+
+impl SimdLevel {
+    /// `"avx512vnni"`, `"avx2"` or `"scalar"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SimdLevel::Avx512Vnni => "avx512vnni",
+            SimdLevel::Avx2 => "avx2",
+            SimdLevel::Scalar => "scalar",
+        }
+    }
+
+    /// Every level the running CPU supports, best first.
+    pub fn available() -> Vec<SimdLevel> {
+        [SimdLevel::Avx512Vnni, SimdLevel::Avx2, SimdLevel::Scalar]
+            .into_iter()
+            .filter(|&l| dispatch::for_level(l).is_ok())
+            .collect()
+    }
+}
+
+/// Weight storage in one of the supported formats (see [`packed`]).
 #[derive(Clone, Debug)]
 enum Weights {
-    Q4_1(Vec<BlockQ4_1>),
-    Q8_0(Vec<BlockQ8_0>),
+    Q4_1(Vec<Q4_1Tile>),
+    Q8_0 {
+        tiles: Vec<Q8_0Tile>,
+        scales: Vec<Q8_0Scales>,
+    },
     F32(Vec<f32>),
 }
 
-/// A weight matrix `W` of shape `[rows = out_features, cols = in_features]`, rows contiguous.
+/// A weight matrix `W` of shape `[rows = out_features, cols = in_features]`.
 #[derive(Clone, Debug)]
 pub struct QMatrix {
     rows: usize,
@@ -81,40 +128,51 @@ impl QMatrix {
     /// Builds a Q4_1 matrix from its GGUF tensor bytes.
     pub fn from_q4_1_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Result<Self, KernelError> {
         check_blocks("q4_1", rows, cols, BlockQ4_1::BYTES, bytes.len())?;
-        let blocks = bytes
+        let blocks: Vec<_> = bytes
             .chunks_exact(BlockQ4_1::BYTES)
             .map(BlockQ4_1::from_le_bytes)
             .collect();
-        Ok(Self {
-            rows,
-            cols,
-            weights: Weights::Q4_1(blocks),
-        })
+        Ok(Self::from_q4_1_blocks(rows, cols, &blocks))
     }
 
     /// Builds a Q8_0 matrix from its GGUF tensor bytes.
     pub fn from_q8_0_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Result<Self, KernelError> {
         check_blocks("q8_0", rows, cols, BlockQ8_0::BYTES, bytes.len())?;
-        let blocks = bytes
+        let blocks: Vec<_> = bytes
             .chunks_exact(BlockQ8_0::BYTES)
             .map(BlockQ8_0::from_le_bytes)
             .collect();
-        Ok(Self {
+        Ok(Self::from_q8_0_blocks(rows, cols, &blocks))
+    }
+
+    fn from_q4_1_blocks(rows: usize, cols: usize, blocks: &[BlockQ4_1]) -> Self {
+        let tiles = packed::pack_q4_1(blocks, rows, cols / QK);
+        Self {
             rows,
             cols,
-            weights: Weights::Q8_0(blocks),
-        })
+            weights: Weights::Q4_1(tiles),
+        }
+    }
+
+    fn from_q8_0_blocks(rows: usize, cols: usize, blocks: &[BlockQ8_0]) -> Self {
+        let (tiles, scales) = packed::pack_q8_0(blocks, rows, cols / QK);
+        Self {
+            rows,
+            cols,
+            weights: Weights::Q8_0 { tiles, scales },
+        }
     }
 
     /// Wraps an f32 matrix (any other GGUF dtype, dequantized by the caller).
     pub fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self, KernelError> {
         if data.len() != rows * cols {
+            let (expected, got) = (rows * cols, data.len());
             return Err(KernelError::SizeMismatch {
                 format: "f32",
                 rows,
                 cols,
-                expected: rows * cols,
-                got: data.len(),
+                expected,
+                got,
             });
         }
         Ok(Self {
@@ -129,8 +187,7 @@ impl QMatrix {
         let Some(first) = parts.first() else {
             return Err(KernelError::Concat("no matrices given".into()));
         };
-        let cols = first.cols;
-        let format = first.format();
+        let (cols, format) = (first.cols, first.format());
         if let Some(bad) = parts
             .iter()
             .find(|p| p.cols != cols || p.format() != format)
@@ -142,21 +199,51 @@ impl QMatrix {
             )));
         }
         let rows = parts.iter().map(|p| p.rows).sum();
-        let mut iter = parts.into_iter();
-        let mut weights = iter.next().expect("invariant: checked non-empty").weights;
-        for p in iter {
-            match (&mut weights, p.weights) {
-                (Weights::Q4_1(a), Weights::Q4_1(b)) => a.extend(b),
-                (Weights::Q8_0(a), Weights::Q8_0(b)) => a.extend(b),
-                (Weights::F32(a), Weights::F32(b)) => a.extend(b),
-                _ => unreachable!("formats checked above"),
+        let nb = cols / QK;
+        // Groups straddle part boundaries, so repack from GGML blocks (load time only).
+        Ok(match &first.weights {
+            Weights::F32(_) => {
+                let data = parts.iter().flat_map(|p| p.f32_data()).copied().collect();
+                Self {
+                    rows,
+                    cols,
+                    weights: Weights::F32(data),
+                }
             }
-        }
-        Ok(Self {
-            rows,
-            cols,
-            weights,
+            Weights::Q4_1(_) => {
+                let blocks: Vec<_> = parts.iter().flat_map(|p| p.q4_1_blocks(nb)).collect();
+                Self::from_q4_1_blocks(rows, cols, &blocks)
+            }
+            Weights::Q8_0 { .. } => {
+                let blocks: Vec<_> = parts.iter().flat_map(|p| p.q8_0_blocks(nb)).collect();
+                Self::from_q8_0_blocks(rows, cols, &blocks)
+            }
         })
+    }
+
+    fn f32_data(&self) -> &[f32] {
+        match &self.weights {
+            Weights::F32(v) => v,
+            _ => &[],
+        }
+    }
+
+    fn q4_1_blocks(&self, nb: usize) -> impl Iterator<Item = BlockQ4_1> + '_ {
+        let tiles = match &self.weights {
+            Weights::Q4_1(t) => t.as_slice(),
+            _ => &[],
+        };
+        let count = if tiles.is_empty() { 0 } else { self.rows * nb };
+        (0..count).map(move |k| packed::unpack_q4_1(tiles, nb, k / nb, k % nb))
+    }
+
+    fn q8_0_blocks(&self, nb: usize) -> impl Iterator<Item = BlockQ8_0> + '_ {
+        let (tiles, scales) = match &self.weights {
+            Weights::Q8_0 { tiles, scales } => (tiles.as_slice(), scales.as_slice()),
+            _ => (&[][..], &[][..]),
+        };
+        let count = if tiles.is_empty() { 0 } else { self.rows * nb };
+        (0..count).map(move |k| packed::unpack_q8_0(tiles, scales, nb, k / nb, k % nb))
     }
 
     pub fn rows(&self) -> usize {
@@ -171,17 +258,19 @@ impl QMatrix {
     pub fn format(&self) -> &'static str {
         match self.weights {
             Weights::Q4_1(_) => "q4_1",
-            Weights::Q8_0(_) => "q8_0",
+            Weights::Q8_0 { .. } => "q8_0",
             Weights::F32(_) => "f32",
         }
     }
 
-    /// Bytes of weight data held.
+    /// Bytes of weight data held, including the zero rows that pad the last group.
     pub fn size_bytes(&self) -> usize {
         match &self.weights {
-            Weights::Q4_1(b) => b.len() * BlockQ4_1::BYTES,
-            Weights::Q8_0(b) => b.len() * BlockQ8_0::BYTES,
-            Weights::F32(v) => v.len() * 4,
+            Weights::Q4_1(t) => std::mem::size_of_val(t.as_slice()),
+            Weights::Q8_0 { tiles, scales } => {
+                std::mem::size_of_val(tiles.as_slice()) + std::mem::size_of_val(scales.as_slice())
+            }
+            Weights::F32(v) => std::mem::size_of_val(v.as_slice()),
         }
     }
 
@@ -195,20 +284,14 @@ impl QMatrix {
         assert_eq!(out.len(), self.cols, "dequantize_row: output length");
         let nb = self.cols / QK;
         match &self.weights {
-            Weights::Q4_1(b) => {
-                for (blk, o) in b[row * nb..(row + 1) * nb]
-                    .iter()
-                    .zip(out.chunks_exact_mut(QK))
-                {
-                    blk.dequantize(o);
+            Weights::Q4_1(t) => {
+                for (b, o) in out.chunks_exact_mut(QK).enumerate() {
+                    packed::unpack_q4_1(t, nb, row, b).dequantize(o);
                 }
             }
-            Weights::Q8_0(b) => {
-                for (blk, o) in b[row * nb..(row + 1) * nb]
-                    .iter()
-                    .zip(out.chunks_exact_mut(QK))
-                {
-                    blk.dequantize(o);
+            Weights::Q8_0 { tiles, scales } => {
+                for (b, o) in out.chunks_exact_mut(QK).enumerate() {
+                    packed::unpack_q8_0(tiles, scales, nb, row, b).dequantize(o);
                 }
             }
             Weights::F32(v) => out.copy_from_slice(&v[row * self.cols..(row + 1) * self.cols]),
@@ -219,29 +302,56 @@ impl QMatrix {
     ///
     /// Quantized formats quantize `x` to 8 bits per block into `scratch` first.
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32], scratch: &mut MatmulScratch) {
+        self.matmul_kernels(dispatch::best(), x, n, out, scratch);
+    }
+
+    /// [`Self::matmul`] on a chosen SIMD path (for benches and cross-checks).
+    pub fn matmul_with(
+        &self,
+        level: SimdLevel,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        scratch: &mut MatmulScratch,
+    ) -> Result<(), KernelError> {
+        let kernels = dispatch::for_level(level)?;
+        self.matmul_kernels(&kernels, x, n, out, scratch);
+        Ok(())
+    }
+
+    fn matmul_kernels(
+        &self,
+        kernels: &dispatch::Kernels,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        scratch: &mut MatmulScratch,
+    ) {
         assert_eq!(x.len(), n * self.cols, "matmul: x must be n x cols");
         assert_eq!(out.len(), n * self.rows, "matmul: out must be n x rows");
-        let (rows, cols) = (self.rows, self.cols);
         if let Weights::F32(w) = &self.weights {
-            for (xr, orow) in x.chunks_exact(cols).zip(out.chunks_exact_mut(rows)) {
-                for (o, wr) in orow.iter_mut().zip(w.chunks_exact(cols)) {
+            for (xr, orow) in x
+                .chunks_exact(self.cols)
+                .zip(out.chunks_exact_mut(self.rows))
+            {
+                for (o, wr) in orow.iter_mut().zip(w.chunks_exact(self.cols)) {
                     *o = ops::dot_f32(wr, xr);
                 }
             }
             return;
         }
-        let nb = cols / QK;
+        let nb = self.cols / QK;
         scratch.xq.resize(n * nb, BlockQ8_1::default());
-        quantize_row_q8_1(x, &mut scratch.xq);
-        for (xq, orow) in scratch.xq.chunks_exact(nb).zip(out.chunks_exact_mut(rows)) {
-            for (j, o) in orow.iter_mut().enumerate() {
-                *o = match &self.weights {
-                    Weights::Q4_1(b) => scalar::dot_q4_1(&b[j * nb..(j + 1) * nb], xq),
-                    Weights::Q8_0(b) => scalar::dot_q8_0(&b[j * nb..(j + 1) * nb], xq),
-                    Weights::F32(_) => unreachable!("handled above"),
-                };
-            }
-        }
+        (kernels.quantize)(x, &mut scratch.xq);
+        driver::run(
+            &self.weights,
+            kernels,
+            self.rows,
+            self.cols,
+            &scratch.xq,
+            n,
+            out,
+        );
     }
 }
 
@@ -278,9 +388,15 @@ pub fn num_threads() -> usize {
     pool().current_num_threads()
 }
 
+/// Runs `f` on a pool thread. Matmuls called inside skip the hand-off to the pool,
+/// which saves a cross-thread wake-up per matmul: run a whole forward pass this way.
+pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    pool().install(f)
+}
+
 /// Which SIMD path the running CPU gets: `"avx512vnni"`, `"avx2"` or `"scalar"`.
 pub fn simd_level() -> &'static str {
-    "scalar"
+    dispatch::best().level.as_str()
 }
 
 #[cfg(test)]

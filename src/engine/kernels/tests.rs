@@ -83,7 +83,8 @@ fn q4_1_layout_matches_candle() {
         dequantize_all(&m),
         candle_dequantize(GgmlDType::Q4_1, &bytes, rows, cols)
     );
-    assert_eq!(m.size_bytes(), bytes.len());
+    // 7 rows pad to one 16-row group.
+    assert_eq!(m.size_bytes(), 16 * bytes.len() / 7);
     assert_eq!(m.format(), "q4_1");
 }
 
@@ -97,7 +98,7 @@ fn q8_0_layout_matches_candle() {
         dequantize_all(&m),
         candle_dequantize(GgmlDType::Q8_0, &bytes, rows, cols)
     );
-    assert_eq!(m.size_bytes(), bytes.len());
+    assert_eq!(m.size_bytes(), 16 * bytes.len() / 5);
     assert_eq!(m.format(), "q8_0");
 }
 
@@ -130,6 +131,59 @@ fn matmul_matches_f32_reference() {
             check_matmul_vs_reference(q41.as_ref().expect("q4_1"), n, 1e-2, n as u64);
             check_matmul_vs_reference(q80.as_ref().expect("q8_0"), n, 1e-2, n as u64);
             check_matmul_vs_reference(f.as_ref().expect("f32"), n, 1e-5, n as u64);
+        }
+    }
+}
+
+/// Every SIMD level must agree with the scalar kernels on the same packed weights.
+#[test]
+fn simd_paths_match_scalar() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let levels = SimdLevel::available();
+    eprintln!("testing levels {levels:?}");
+    let mut scratch = MatmulScratch::default();
+    // (7, 64) pads a group; 1536 cols makes 67 rows span two activation tiles.
+    for &(rows, cols) in &[(7, 64), (16, 32), (40, 96), (48, 576), (33, 1536)] {
+        let q41 = QMatrix::from_q4_1_bytes(rows, cols, &random_q4_1_bytes(&mut rng, rows, cols))
+            .expect("q4_1");
+        let q80 = QMatrix::from_q8_0_bytes(rows, cols, &random_q8_0_bytes(&mut rng, rows, cols))
+            .expect("q8_0");
+        for n in [1, 3, 5, 16, 67] {
+            let x = random_f32(&mut rng, n * cols);
+            for m in [&q41, &q80] {
+                let mut want = vec![0.0; n * rows];
+                m.matmul_with(SimdLevel::Scalar, &x, n, &mut want, &mut scratch)
+                    .expect("scalar");
+                for &level in &levels {
+                    let mut got = vec![0.0; n * rows];
+                    m.matmul_with(level, &x, n, &mut got, &mut scratch)
+                        .expect("level");
+                    let err = rel_err(&got, &want);
+                    assert!(
+                        err < 1e-5,
+                        "{level:?} {} {rows}x{cols} n={n}: rel err {err}",
+                        m.format()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// SIMD activation quantizers are bit-identical to the scalar one.
+#[test]
+fn simd_quantizers_match_scalar() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut x = random_f32(&mut rng, 32 * 20);
+    x[32..64].fill(0.0); // an all-zero block
+    x[64..96].iter_mut().for_each(|v| *v *= 1e4);
+    let mut want = vec![BlockQ8_1::default(); 20];
+    quantize_row_q8_1(&x, &mut want);
+    for level in SimdLevel::available() {
+        let mut got = vec![BlockQ8_1::default(); 20];
+        (dispatch::for_level(level).expect("level").quantize)(&x, &mut got);
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((g.d, g.s, g.qs), (w.d, w.s, w.qs), "{level:?}");
         }
     }
 }

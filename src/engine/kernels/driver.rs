@@ -1,0 +1,127 @@
+//! Splits one matmul into group × activation-row tiles and runs them on the pool.
+//!
+//! Work is parallel over weight-row groups only, so each thread streams its share of
+//! the weights once per activation tile and no two threads write the same output.
+
+use std::ops::Range;
+
+use super::blocks::{BlockQ8_1, QK};
+use super::dispatch::{GroupOut, Kernels};
+use super::packed::GROUP;
+use super::{pool, Weights, MAX_R};
+
+/// Below this many multiply-adds a matmul runs on the calling thread: waking the
+/// pool costs more than it saves.
+const PARALLEL_MIN_MACS: usize = 64 * 1024;
+
+/// Activation bytes per tile (quantized rows re-read for every weight group): sized
+/// to stay in L2 while the group's weights sit in L1.
+const ACT_TILE_BYTES: usize = 96 * 1024;
+
+/// Output pointer shared by the tasks of one matmul.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint elements (distinct weight-row groups), and the
+// matmul call outlives every task (rayon's `install` joins before returning).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+/// Everything a task needs to compute output columns for some groups.
+struct Job<'a> {
+    weights: &'a Weights,
+    kernels: &'a Kernels,
+    rows: usize,
+    nb: usize,
+    xq: &'a [BlockQ8_1],
+    n: usize,
+    out: OutPtr,
+}
+
+/// Computes `out` (`n x rows`) from quantized activations `xq` (`n x nb` blocks).
+pub fn run(
+    weights: &Weights,
+    kernels: &Kernels,
+    rows: usize,
+    cols: usize,
+    xq: &[BlockQ8_1],
+    n: usize,
+    out: &mut [f32],
+) {
+    assert_eq!(out.len(), n * rows, "matmul: output size");
+    let nb = cols / QK;
+    assert_eq!(xq.len(), n * nb, "matmul: activation size");
+    let groups = rows.div_ceil(GROUP);
+    let job = Job {
+        weights,
+        kernels,
+        rows,
+        nb,
+        xq,
+        n,
+        out: OutPtr(out.as_mut_ptr()),
+    };
+    let threads = pool().current_num_threads();
+    if threads == 1 || rows * cols * n < PARALLEL_MIN_MACS || groups == 1 {
+        job.groups(0..groups);
+        return;
+    }
+    // A few chunks per thread so a thread slowed by other load does not hold up the rest.
+    let chunks = (threads * 4).min(groups);
+    pool().install(|| {
+        use rayon::prelude::*;
+        (0..chunks).into_par_iter().for_each(|c| {
+            job.groups(groups * c / chunks..groups * (c + 1) / chunks);
+        });
+    });
+}
+
+impl Job<'_> {
+    fn groups(&self, groups: Range<usize>) {
+        let act_tile = (ACT_TILE_BYTES / (self.nb * size_of::<BlockQ8_1>()))
+            .max(1)
+            .next_multiple_of(MAX_R);
+        let mut buf: GroupOut = [[0.0; GROUP]; MAX_R];
+        for r0 in (0..self.n).step_by(act_tile) {
+            let r1 = self.n.min(r0 + act_tile);
+            for g in groups.clone() {
+                for ra in (r0..r1).step_by(MAX_R) {
+                    let r = MAX_R.min(r1 - ra);
+                    self.kernel(g, ra, r, &mut buf);
+                    self.write(g, ra, r, &buf);
+                }
+            }
+        }
+    }
+
+    fn kernel(&self, g: usize, ra: usize, r: usize, buf: &mut GroupOut) {
+        let nb = self.nb;
+        let xs = &self.xq[ra * nb..(ra + r) * nb];
+        let tiles = g * nb..(g + 1) * nb;
+        match self.weights {
+            Weights::Q4_1(t) => (self.kernels.q4_1)(&t[tiles], xs, r, buf),
+            Weights::Q8_0 { tiles: t, scales } => {
+                (self.kernels.q8_0)(&t[tiles.clone()], &scales[tiles], xs, r, buf)
+            }
+            Weights::F32(_) => unreachable!("f32 matrices do not quantize activations"),
+        }
+    }
+
+    fn write(&self, g: usize, ra: usize, r: usize, buf: &GroupOut) {
+        let j0 = g * GROUP;
+        let valid = GROUP.min(self.rows - j0);
+        for (ri, vals) in buf.iter().enumerate().take(r) {
+            debug_assert!(ra + ri < self.n);
+            // SAFETY: `ra + ri < n` and `j0 + valid <= rows`, so the run lies inside the
+            // `n x rows` output; group `g` belongs to exactly one task, so no other
+            // thread writes these elements.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    vals.as_ptr(),
+                    self.out.0.add((ra + ri) * self.rows + j0),
+                    valid,
+                );
+            }
+        }
+    }
+}
