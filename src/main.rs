@@ -1,1 +1,14 @@
-fn main() {}
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    candlelight::logging::init();
+    let cli = candlelight::config::Cli::parse();
+    match candlelight::server::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("candlelight: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests and the stack need (Debian): Prometheus
+# (and promtool) and PostgreSQL. Skips what is already there.
+set -euo pipefail
+
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "install-deps: all present"
+  exit 0
+fi
+echo "install-deps: installing ${need[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# Packages start their own services on install where allowed; tests start their own.
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+echo "install-deps: done"

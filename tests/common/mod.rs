@@ -1,0 +1,113 @@
+//! Shared helpers for integration tests: the default model, the reference
+//! data, and a real candlelight server started in-process on a free port.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The default model; fetched by `scripts/fetch-model.sh` (the test script runs it).
+pub fn model_path() -> PathBuf {
+    let p = std::env::var_os("CANDLELIGHT_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-model.sh",
+        p.display()
+    );
+    p
+}
+
+/// `../shared/reference/<name>` (or `$CANDLELIGHT_REFERENCE_DIR/<name>`).
+pub fn read_jsonl<T: DeserializeOwned>(name: &str) -> Vec<T> {
+    let dir = std::env::var_os("CANDLELIGHT_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/reference"));
+    let path = dir.join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("reference line is JSON"))
+        .collect()
+}
+
+/// A server running on its own runtime thread for the whole test binary.
+pub struct TestServer {
+    pub base: String,
+}
+
+/// Starts (once per test binary) a server on the real model with `extra` flags.
+pub fn server_with(extra: &[&str]) -> TestServer {
+    let model = model_path();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let mut args: Vec<String> = vec![
+        "--model".into(),
+        model.display().to_string(),
+        "--threads".into(),
+        "2".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let config = candlelight::config::ServeConfig::parse_from(args);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            candlelight::server::serve(config, listener, std::future::pending())
+                .await
+                .expect("server runs");
+        });
+    });
+    let base = format!("http://{addr}");
+    wait_healthy(&base);
+    TestServer { base }
+}
+
+pub fn shared_server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| server_with(&["--no-telemetry"]))
+}
+
+pub fn wait_healthy(base: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{base}/health")).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server at {base} never became healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// Reads an SSE response into its `data:` payloads (comments and keep-alives dropped).
+pub async fn sse_data(resp: reqwest::Response) -> Vec<String> {
+    let body = resp.text().await.expect("SSE body");
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.trim_start().to_owned())
+        .collect()
+}
