@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::otel::OtlpProtocol;
 use crate::protocol::ApiKind;
 use crate::schedule::Arrivals;
-use crate::ser::{parse_list, parse_secs};
+use crate::ser::parse_secs;
 use crate::stats::Slo;
 use crate::workload::LenDist;
 
@@ -44,13 +44,13 @@ pub struct Cli {
     #[arg(long)]
     pub burstiness: Option<f64>,
     /// Batch sweep: one closed-loop step per level, e.g. 1,2,4,8,16.
-    #[arg(long, value_parser = parse_list::<usize>)]
+    #[arg(long, value_delimiter = ',')]
     pub batch_sizes: Option<Vec<usize>>,
     /// Rate sweep: find the maximum throughput, then run at fractions of it.
     #[arg(long)]
     pub rate_sweep: bool,
     /// Fractions of the maximum throughput for --rate-sweep.
-    #[arg(long, value_parser = parse_list::<f64>, default_value = "0.25,0.5,0.75,1.0")]
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75,1.0")]
     pub sweep_fractions: Vec<f64>,
     /// Concurrency of the maximum-throughput step of --rate-sweep / --slo-search.
     #[arg(long, default_value_t = 16)]

@@ -26,16 +26,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     parse_secs(s).map(Duration::from_secs_f64)
 }
 
-/// clap value parser for comma-separated lists.
-pub fn parse_list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>, String>
-where
-    T::Err: std::fmt::Display,
-{
-    s.split(',')
-        .map(|p| p.trim().parse::<T>().map_err(|e| format!("'{p}': {e}")))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,7 +37,5 @@ mod tests {
         assert_eq!(parse_secs("2m"), Ok(120.0));
         assert!(parse_secs("-1").is_err());
         assert!(parse_secs("soon").is_err());
-        assert_eq!(parse_list::<u32>("1, 2,4"), Ok(vec![1, 2, 4]));
-        assert!(parse_list::<u32>("1,x").is_err());
     }
 }
