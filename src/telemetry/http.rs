@@ -9,6 +9,7 @@
 //! header is still set (the client's trace id, or a fresh random one) so clients
 //! can always correlate. For `text/event-stream` responses the span ends when
 //! the body is done (or the client leaves), not when the headers go out.
+//! `/health` and `/metrics` get no span ([`UNTRACED_ROUTES`]).
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -28,6 +29,10 @@ use opentelemetry_semantic_conventions::trace as semconv;
 
 use super::names::span::TRACE_ID_HEADER;
 use super::Telemetry;
+
+/// Routes answered without a server span (still with `x-trace-id`): probes and
+/// scrapes arrive every few seconds and would bury request traces.
+pub const UNTRACED_ROUTES: &[&str] = &["/health", "/metrics"];
 
 /// The middleware function's type, named so that [`HttpLayer`] can be.
 pub type MiddlewareFn = fn(State<Telemetry>, Request, Next) -> BoxFuture<'static, Response>;
@@ -67,7 +72,10 @@ pub fn extract_parent(headers: &HeaderMap) -> Context {
 
 async fn trace_request(telemetry: Telemetry, mut req: Request, next: Next) -> Response {
     let parent = extract_parent(req.headers());
-    let Some(shared) = telemetry.shared() else {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let untraced = route.as_deref().is_some_and(|r| UNTRACED_ROUTES.contains(&r));
+    let shared = telemetry.shared().filter(|_| !untraced);
+    let Some(shared) = shared else {
         let remote = parent.span().span_context().trace_id();
         let trace_id = if remote == TraceId::INVALID {
             RandomIdGenerator::default().new_trace_id()

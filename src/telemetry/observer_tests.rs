@@ -435,6 +435,7 @@ async fn serve(telemetry: Telemetry) -> std::io::Result<String> {
     }
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/health", axum::routing::get(|| async { "ok" }))
         .layer(telemetry.http_layer())
         .with_state(telemetry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -482,6 +483,10 @@ async fn http_layer_continues_the_client_trace_and_returns_its_id() -> anyhow::R
     assert!(attribute(&server, "server.port").is_some());
     let genai = store.one(GENAI);
     assert_eq!(genai.parent_span_id, server.span_context.span_id());
+
+    let health = reqwest::get(url.replace("/v1/chat/completions", "/health")).await?;
+    assert_eq!(health.headers().get(span::TRACE_ID_HEADER).map(|v| v.len()), Some(32));
+    assert!(store.named("GET /health").is_empty(), "probes make no spans");
     Ok(())
 }
 
