@@ -72,8 +72,13 @@ pub fn extract_parent(headers: &HeaderMap) -> Context {
 
 async fn trace_request(telemetry: Telemetry, mut req: Request, next: Next) -> Response {
     let parent = extract_parent(req.headers());
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let untraced = route.as_deref().is_some_and(|r| UNTRACED_ROUTES.contains(&r));
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let untraced = route
+        .as_deref()
+        .is_some_and(|r| UNTRACED_ROUTES.contains(&r));
     let shared = telemetry.shared().filter(|_| !untraced);
     let Some(shared) = shared else {
         let remote = parent.span().span_context().trace_id();

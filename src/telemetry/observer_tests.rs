@@ -485,8 +485,14 @@ async fn http_layer_continues_the_client_trace_and_returns_its_id() -> anyhow::R
     assert_eq!(genai.parent_span_id, server.span_context.span_id());
 
     let health = reqwest::get(url.replace("/v1/chat/completions", "/health")).await?;
-    assert_eq!(health.headers().get(span::TRACE_ID_HEADER).map(|v| v.len()), Some(32));
-    assert!(store.named("GET /health").is_empty(), "probes make no spans");
+    assert_eq!(
+        health.headers().get(span::TRACE_ID_HEADER).map(|v| v.len()),
+        Some(32)
+    );
+    assert!(
+        store.named("GET /health").is_empty(),
+        "probes make no spans"
+    );
     Ok(())
 }
 
