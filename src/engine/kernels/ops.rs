@@ -1,4 +1,25 @@
 //! Small f32 row operations the model runs between matmuls.
+//!
+//! Each is a plain loop written so LLVM vectorizes it (independent lanes, no
+//! cross-lane dependencies), compiled twice: for the baseline target and, via
+//! `#[target_feature]`, for AVX2 + FMA, picked at runtime.
+
+/// Lanes of the partial sums in reductions: two AVX2 vectors' worth.
+const LANES: usize = 16;
+
+/// Calls `fast::$f` where the CPU has AVX2 + FMA, else the portable `$f`.
+macro_rules! dispatch {
+    ($f:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU features `fast` enables were just detected.
+                return unsafe { fast::$f($($arg),*) };
+            }
+        }
+        $f($($arg),*)
+    }};
+}
 
 /// RMS norm of one row: `out = x / sqrt(mean(x^2) + eps) * weight`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
@@ -6,9 +27,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "rms_norm: output length");
     let mean_sq = dot_f32(x, x) / x.len() as f32;
     let scale = 1.0 / (mean_sq + eps).sqrt();
-    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
-        *o = v * scale * w;
-    }
+    dispatch!(scale_mul_impl(x, weight, scale, out))
 }
 
 /// SwiGLU for one row: `gate_up = [gate (ffn) | up (ffn)]`, `out = silu(gate) * up`.
@@ -16,20 +35,67 @@ pub fn silu_mul(gate_up: &[f32], ffn: usize, out: &mut [f32]) {
     assert_eq!(gate_up.len(), 2 * ffn, "silu_mul: gate_up length");
     assert_eq!(out.len(), ffn, "silu_mul: output length");
     let (gate, up) = gate_up.split_at(ffn);
-    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g / (1.0 + (-g).exp()) * u;
-    }
+    dispatch!(silu_mul_impl(gate, up, out))
 }
 
 /// Dot product of two equal-length rows.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f32: lengths");
-    // Eight independent partial sums let the compiler vectorize without reassociating.
-    let mut acc = [0.0f32; 8];
-    let (ca, ra) = a.as_chunks::<8>();
-    let (cb, rb) = b.as_chunks::<8>();
+    dispatch!(dot_impl(a, b))
+}
+
+/// `y += alpha * x`.
+pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy_f32: lengths");
+    dispatch!(axpy_impl(alpha, x, y))
+}
+
+/// The same bodies, compiled with AVX2 + FMA enabled.
+#[cfg(target_arch = "x86_64")]
+mod fast {
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn scale_mul_impl(x: &[f32], w: &[f32], scale: f32, out: &mut [f32]) {
+        super::scale_mul_impl(x, w, scale, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn silu_mul_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        super::silu_mul_impl(gate, up, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+        super::dot_impl(a, b)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn axpy_impl(alpha: f32, x: &[f32], y: &mut [f32]) {
+        super::axpy_impl(alpha, x, y)
+    }
+}
+
+#[inline(always)]
+fn scale_mul_impl(x: &[f32], w: &[f32], scale: f32, out: &mut [f32]) {
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
+#[inline(always)]
+fn silu_mul_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + exp(-g)) * u;
+    }
+}
+
+#[inline(always)]
+fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+    // Independent partial sums let LLVM vectorize without reassociating.
+    let mut acc = [0.0f32; LANES];
+    let (ca, ra) = a.as_chunks::<LANES>();
+    let (cb, rb) = b.as_chunks::<LANES>();
     for (x, y) in ca.iter().zip(cb) {
-        for i in 0..8 {
+        for i in 0..LANES {
             acc[i] += x[i] * y[i];
         }
     }
@@ -37,10 +103,41 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `y += alpha * x`.
-pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), y.len(), "axpy_f32: lengths");
+#[inline(always)]
+fn axpy_impl(alpha: f32, x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
         *o += alpha * v;
     }
+}
+
+/// `e^x` to about 2 ulp, in branch-free arithmetic that vectorizes (libm's `expf`
+/// does not). Inputs are clamped to the finite range.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so `n * LN2_HI` is exact for the n that occur.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.3, 88.7);
+    let n = (x * LOG2E).round_ties_even();
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    // Cephes expf polynomial on |r| <= ln2 / 2.
+    let p = 1.987_569_1e-4f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5.000_000_1e-1;
+    let e = (p * r * r + r) + 1.0;
+    // n is within [-126, 128]: build 2^n in two steps so n = 128 does not overflow early.
+    let half = n * 0.5;
+    let n1 = half.round_ties_even();
+    let n2 = n - n1;
+    e * pow2i(n1) * pow2i(n2)
+}
+
+/// `2^n` for integral `n` in `[-126, 127]`, by building the exponent bits.
+#[inline(always)]
+fn pow2i(n: f32) -> f32 {
+    f32::from_bits(((n as i32 + 127) as u32) << 23)
 }

@@ -282,3 +282,58 @@ fn ops_match_definitions() {
         .enumerate()
         .all(|(i, &v)| v == 1.0 + 2.0 * i as f32));
 }
+
+#[test]
+fn exp_is_accurate_over_the_finite_range() {
+    let mut worst = 0.0f64;
+    for i in -87_000..=88_000 {
+        let x = i as f32 * 1e-3;
+        let want = f64::from(x).exp();
+        let got = f64::from(ops::exp(x));
+        worst = worst.max(((got - want) / want).abs());
+    }
+    assert!(worst < 5e-7, "worst relative error {worst}");
+    assert!((0.0..1e-37).contains(&ops::exp(-1000.0)));
+    assert!(ops::exp(1000.0).is_finite());
+}
+
+#[test]
+fn ops_match_plain_loops_on_long_rows() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let len = 1536 + 7; // not a multiple of any vector width
+    let a = random_f32(&mut rng, len);
+    let b = random_f32(&mut rng, len);
+    let want: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    assert!((f64::from(ops::dot_f32(&a, &b)) - want).abs() < 1e-3);
+
+    let mut y = b.clone();
+    ops::axpy_f32(0.5, &a, &mut y);
+    assert!(y
+        .iter()
+        .zip(&a)
+        .zip(&b)
+        .all(|((y, a), b)| *y == b + 0.5 * a));
+
+    let mut out = vec![0.0; len];
+    ops::rms_norm(&a, &b, 1e-6, &mut out);
+    let rms = (a.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / len as f64 + 1e-6).sqrt();
+    for ((o, x), w) in out.iter().zip(&a).zip(&b) {
+        assert!((f64::from(*o) - f64::from(*x) / rms * f64::from(*w)).abs() < 1e-5);
+    }
+
+    let gate_up: Vec<f32> = a.iter().chain(&b).map(|v| v * 8.0).collect();
+    let mut act = vec![0.0; len];
+    ops::silu_mul(&gate_up, len, &mut act);
+    for (i, o) in act.iter().enumerate() {
+        let (g, u) = (f64::from(gate_up[i]), f64::from(gate_up[len + i]));
+        let want = g / (1.0 + (-g).exp()) * u;
+        assert!(
+            (f64::from(*o) - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "silu at {g}"
+        );
+    }
+}
