@@ -1,6 +1,6 @@
 //! Wiring: telemetry, model loading, the engine thread and the HTTP server.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 
 use anyhow::{bail, Context as _};
 use tokio::net::TcpListener;
@@ -97,11 +97,15 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     let app = api::router(state);
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .into_future();
+    tokio::pin!(server);
+    // Serve while the model loads; a failed load stops the server.
     let result = tokio::select! {
-        served = server => served.context("HTTP server failed"),
+        served = &mut server => served.context("HTTP server failed"),
         loaded = loader => match loaded {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => server.await.context("HTTP server failed"),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(anyhow::anyhow!("model loader panicked: {e}")),
         },

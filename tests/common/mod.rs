@@ -81,26 +81,26 @@ pub fn shared_server() -> &'static TestServer {
     SERVER.get_or_init(|| server_with(&["--no-telemetry"]))
 }
 
+/// Polls `/health` with plain blocking HTTP (callable from async tests too).
 pub fn wait_healthy(base: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{base}/health")).await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server at {base} never became healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = std::net::TcpStream::connect(&addr).ok().and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                .ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            out.split_whitespace().nth(1).map(str::to_owned)
+        });
+        if status.as_deref() == Some("200") {
+            return;
         }
-    });
+        assert!(Instant::now() < deadline, "server at {base} never became healthy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Reads an SSE response into its `data:` payloads (comments and keep-alives dropped).
