@@ -22,7 +22,7 @@ const ACT_TILE_BYTES: usize = 96 * 1024;
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
 // SAFETY: tasks write disjoint elements (distinct weight-row groups), and the
-// matmul call outlives every task (rayon's `install` joins before returning).
+// matmul call outlives every task (`Pool::run` returns after all chunks finish).
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
@@ -61,18 +61,15 @@ pub fn run(
         n,
         out: OutPtr(out.as_mut_ptr()),
     };
-    let threads = pool().current_num_threads();
+    let threads = pool().threads();
     if threads == 1 || rows * cols * n < PARALLEL_MIN_MACS || groups == 1 {
         job.groups(0..groups);
         return;
     }
     // A few chunks per thread so a thread slowed by other load does not hold up the rest.
     let chunks = (threads * 4).min(groups);
-    pool().install(|| {
-        use rayon::prelude::*;
-        (0..chunks).into_par_iter().for_each(|c| {
-            job.groups(groups * c / chunks..groups * (c + 1) / chunks);
-        });
+    pool().run(chunks, &|c| {
+        job.groups(groups * c / chunks..groups * (c + 1) / chunks)
     });
 }
 

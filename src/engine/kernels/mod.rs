@@ -12,6 +12,7 @@ mod dispatch;
 mod driver;
 pub mod ops;
 mod packed;
+mod pool;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
@@ -355,43 +356,45 @@ impl QMatrix {
     }
 }
 
-static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+static POOL: OnceLock<&'static pool::Pool> = OnceLock::new();
 
-fn build_pool(threads: usize) -> Result<rayon::ThreadPool, KernelError> {
+fn build_pool(threads: usize) -> Result<&'static pool::Pool, KernelError> {
     let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         threads
     };
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("kernels-{i}"))
-        .build()
-        .map_err(|e| KernelError::PoolBuild(e.to_string()))
+    pool::Pool::new(threads).map_err(|e| KernelError::PoolBuild(e.to_string()))
 }
 
-fn pool() -> &'static rayon::ThreadPool {
+fn pool() -> &'static pool::Pool {
     POOL.get_or_init(|| {
-        build_pool(0).unwrap_or_else(|e| panic!("cannot build the default kernel thread pool: {e}"))
+        build_pool(0).unwrap_or_else(|e| panic!("cannot start the default kernel threads: {e}"))
     })
 }
 
-/// Sizes the matmul thread pool (`0` = available parallelism). Call once, before any matmul.
+/// Sizes the kernel thread pool (`0` = available parallelism), counting the thread that
+/// calls a matmul, which takes part in it. Call once, before any matmul.
 pub fn init_thread_pool(threads: usize) -> Result<(), KernelError> {
+    if let Some(p) = POOL.get() {
+        return Err(KernelError::PoolAlreadyInitialized(p.threads()));
+    }
     let built = build_pool(threads)?;
     POOL.set(built)
         .map_err(|_| KernelError::PoolAlreadyInitialized(num_threads()))
 }
 
-/// Threads the matmul pool runs.
+/// Threads a matmul runs on (the caller included).
 pub fn num_threads() -> usize {
-    pool().current_num_threads()
+    pool().threads()
 }
 
-/// Runs `f` on a pool thread. Matmuls called inside skip the hand-off to the pool,
-/// which saves a cross-thread wake-up per matmul: run a whole forward pass this way.
-pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    pool().install(f)
+/// Runs `f(i)` for `i in 0..tasks` on the kernel threads, the caller included, and
+/// returns when all are done. Meant for the model's other per-row work (attention):
+/// sharing the matmul threads avoids a second pool competing for the same cores.
+/// Nested or concurrent calls run inline on the calling thread.
+pub fn parallel_for(tasks: usize, f: impl Fn(usize) + Sync) {
+    pool().run(tasks, &f);
 }
 
 /// Which SIMD path the running CPU gets: `"avx512vnni"`, `"avx2"` or `"scalar"`.

@@ -337,3 +337,40 @@ fn ops_match_plain_loops_on_long_rows() {
         );
     }
 }
+
+#[test]
+fn parallel_for_runs_every_task_once_even_nested_or_concurrent() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits: Vec<AtomicUsize> = (0..1000).map(|_| AtomicUsize::new(0)).collect();
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            let hits = &hits;
+            s.spawn(move || {
+                for _ in 0..200 {
+                    parallel_for(10, |i| {
+                        // Nested sections run inline on the worker.
+                        parallel_for(10, |k| {
+                            hits[t * 300 + i * 10 + k].fetch_add(1, Ordering::Relaxed);
+                        });
+                    });
+                }
+            });
+        }
+    });
+    for (i, h) in hits.iter().enumerate() {
+        let want = if i < 900 && i % 300 < 100 { 200 } else { 0 };
+        assert_eq!(h.load(Ordering::Relaxed), want, "task {i}");
+    }
+}
+
+#[test]
+fn parallel_for_propagates_panics() {
+    let result = std::panic::catch_unwind(|| parallel_for(8, |i| assert!(i != 5, "task five")));
+    assert!(result.is_err());
+    // The pool still works afterwards.
+    let sum = std::sync::atomic::AtomicUsize::new(0);
+    parallel_for(8, |i| {
+        sum.fetch_add(i, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(sum.into_inner(), 28);
+}
