@@ -19,6 +19,11 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "build"
+cargo build --workspace --bins
+# loadgen's tests start the real server binary.
+export CANDLELIGHT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/candlelight"
+
 step "tests"
 # The integration tests share two cores with the server under test: run test
 # binaries one at a time so timings inside them stay meaningful.

@@ -87,7 +87,9 @@ async fn eight_concurrent_streams_finish_in_one_batch() {
         assert!(last["generated_text"].is_string());
     }
     let i = info().await;
-    assert_eq!(i["peak_batch_size"], 8, "all eight decoded together: {i}");
+    // Other tests share this server, so the peak may include their sequences too.
+    let peak = i["peak_batch_size"].as_u64().unwrap_or(0);
+    assert!(peak >= 8, "all eight decoded together: {i}");
     eprintln!("8 streams x 24 tokens in {:?}", started.elapsed());
 }
 

@@ -11,6 +11,12 @@ use super::error::{ApiError, ErrorKind, Flavor};
 /// Request types say which API family they belong to.
 pub trait WireRequest: DeserializeOwned {
     const FLAVOR: Flavor;
+
+    /// Parses a request body. Types made of several parts override this to
+    /// parse each part with its own field paths (`#[serde(flatten)]` loses them).
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ApiError> {
+        parse(bytes)
+    }
 }
 
 pub struct JsonBody<T>(pub T);
@@ -31,7 +37,9 @@ where
             };
             ApiError::new(kind, format!("request body: {}", e.body_text())).flavor(T::FLAVOR)
         })?;
-        parse(&bytes).map(JsonBody).map_err(|e| e.flavor(T::FLAVOR))
+        T::from_bytes(&bytes)
+            .map(JsonBody)
+            .map_err(|e| e.flavor(T::FLAVOR))
     }
 }
 
@@ -45,15 +53,12 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             serde_json::error::Category::Data => ErrorKind::Schema,
             _ => ErrorKind::MalformedJson,
         };
-        let mut err = if path == "." || path.is_empty() {
-            ApiError::new(kind.clone(), format!("request body: {inner}"))
-        } else {
-            ApiError::new(kind.clone(), format!("{path}: {inner}"))
-        };
-        if path != "." && !path.is_empty() {
-            err.param = Some(path);
+        // serde_path_to_error says "." for the root and "?" where it lost track.
+        if matches!(path.as_str(), "" | "." | "?") {
+            return ApiError::new(kind, format!("request body: {inner}"));
         }
-        err.kind = kind;
+        let mut err = ApiError::new(kind, format!("{path}: {inner}"));
+        err.param = Some(path);
         err
     })
 }

@@ -18,7 +18,7 @@ use crate::engine::{Finish, GenerationEvent, Token};
 use super::chat::ChatMessage;
 use super::dispatch::{collect, dispatch, DispatchArgs, Dispatched, Operation, Prompt};
 use super::error::{ApiError, ErrorKind, Flavor};
-use super::json::{JsonBody, WireRequest};
+use super::json::{parse, JsonBody, WireRequest};
 use super::tgi::json_event;
 use super::validation::{RawParams, OPENAI_FIELDS};
 use super::AppState;
@@ -99,12 +99,19 @@ pub struct CompletionRequest {
     pub prompt: String,
     /// Legacy: number of alternatives per token (0-20).
     pub logprobs: Option<u32>,
-    #[serde(flatten)]
+    /// Parsed from the same body by [`WireRequest::from_bytes`].
+    #[serde(skip)]
     pub common: CommonParams,
 }
 
 impl WireRequest for CompletionRequest {
     const FLAVOR: Flavor = Flavor::OpenAi;
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ApiError> {
+        let mut req: Self = parse(bytes)?;
+        req.common = parse(bytes)?;
+        Ok(req)
+    }
 }
 
 /// Message content: a string or a list of `{type: "text", text}` parts.
@@ -135,12 +142,19 @@ pub struct ChatRequest {
     #[serde(default)]
     pub logprobs: bool,
     pub top_logprobs: Option<u32>,
-    #[serde(flatten)]
+    /// Parsed from the same body by [`WireRequest::from_bytes`].
+    #[serde(skip)]
     pub common: CommonParams,
 }
 
 impl WireRequest for ChatRequest {
     const FLAVOR: Flavor = Flavor::OpenAi;
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ApiError> {
+        let mut req: Self = parse(bytes)?;
+        req.common = parse(bytes)?;
+        Ok(req)
+    }
 }
 
 fn finish_reason(f: &Finish) -> &'static str {
