@@ -6,7 +6,10 @@
 #   2. closed loop: 1,000 virtual users.
 # and prints send lag, peak in-flight streams, loadgen CPU, and inter-token gaps.
 #
-# Environment: RATE (500), TOKENS (40), TOKEN_MS (50), DURATION (20s), WARMUP (5s).
+# Environment: RATE (500), TOKENS (40), TOKEN_MS (50), DURATION (20s), WARMUP (5s),
+# SCHED: "rt" runs server and loadgen under SCHED_FIFO (chrt), so compilers or
+# other tenants of a shared machine do not delay their wake-ups; "normal" uses
+# default scheduling. Default: rt where chrt is permitted (root), else normal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,9 +20,14 @@ DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-5s}
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if [ -z "${SCHED:-}" ]; then
+  if chrt -f 10 true 2>/dev/null; then SCHED=rt; else SCHED=normal; fi
+fi
+if [ "$SCHED" = rt ]; then prio=(chrt -f 10); else prio=(); fi
+echo "scheduling: $SCHED; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 cargo build --release -q -p loadgen --bin loadgen --example sse-server
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-target/release/examples/sse-server "$port" "$TOKEN_MS" "$TOKEN_MS" 1 &
+"${prio[@]}" target/release/examples/sse-server "$port" "$TOKEN_MS" "$TOKEN_MS" 1 &
 server=$!
 out=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$out"' EXIT
@@ -30,8 +38,8 @@ done
 
 common=(--url "http://127.0.0.1:$port" --api completions --input-len 16 --output-len "$TOKENS"
   --duration "$DURATION" --warmup "$WARMUP" --no-plots --no-progress --sample-interval 0)
-target/release/loadgen "${common[@]}" --rate "$RATE" --arrivals constant --output-dir "$out/open" >/dev/null
-target/release/loadgen "${common[@]}" --concurrency 1000 --output-dir "$out/closed" >/dev/null
+"${prio[@]}" target/release/loadgen "${common[@]}" --rate "$RATE" --arrivals constant --output-dir "$out/open" >/dev/null
+"${prio[@]}" target/release/loadgen "${common[@]}" --concurrency 1000 --output-dir "$out/closed" >/dev/null
 
 python3 - "$out" <<'PY'
 import csv, json, sys

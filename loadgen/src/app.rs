@@ -170,6 +170,9 @@ pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
     let otlp = cli.otlp.as_deref().map(|e| (e, cli.otlp_protocol));
     let tracing = Arc::new(Tracing::new(otlp).context("setting up --otlp")?);
     preflight::probe(&target, &tracing).await?;
+    // Let the server finish recording the probe, so the first step's /metrics
+    // delta holds only the step's own requests.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     if let Some(url) = &cli.database_url {
         if let Err(e) = crate::history::check(url).await {
             eprintln!("warning: {e}; the run goes on and its results will be written to files");

@@ -9,10 +9,18 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::{assert_outputs, loadgen, read_result, text, Postgres, Server};
 use serde_json::Value;
+
+/// One real server at a time: the model shares two cores with everything else.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn run(server: &Server, dir: &Path, rest: &[&str]) -> Value {
     let mut a = vec![
@@ -51,6 +59,7 @@ fn step_ok(step: &Value, expected: u64) {
 
 #[test]
 fn every_load_shape_against_the_real_server() {
+    let _one = serial();
     let server = Server::start();
     let cases: [(&str, &[&str], usize); 4] = [
         (
@@ -144,6 +153,7 @@ fn every_load_shape_against_the_real_server() {
 /// requests, within one bucket.
 #[test]
 fn client_latencies_agree_with_server_histograms() {
+    let _one = serial();
     let server = Server::start();
     for api in ["tgi", "completions", "chat"] {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -185,6 +195,7 @@ fn client_latencies_agree_with_server_histograms() {
 
 #[test]
 fn runs_land_in_postgres_and_the_dashboard_queries_return_them() {
+    let _one = serial();
     let pg = Postgres::start();
     let server = Server::start();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -269,6 +280,7 @@ fn runs_land_in_postgres_and_the_dashboard_queries_return_them() {
 
 #[test]
 fn a_server_killed_midway_is_reported_and_results_still_written() {
+    let _one = serial();
     let mut server = Server::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
