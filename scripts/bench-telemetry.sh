@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Telemetry overhead bench: throughput and TTFT at 8 concurrent streams with
+# everything on (OTLP traces and metrics to a real collector, host and GPU
+# samplers, /metrics) versus `--no-telemetry`, in one run.
+#
+# Each round starts a fresh release server per mode and drives it with loadgen
+# (closed loop). Modes alternate order from round to round so drift on a shared
+# machine (thermal, neighbours) falls on both. Prints per-round numbers, the
+# medians, and the ratios on/off. The goal is under 1% throughput loss.
+# Wall-clock throughput moves with whatever else runs on the machine, so the
+# server's own CPU time per generated token (from /proc, robust to neighbours)
+# is reported too: it is the cost telemetry adds.
+#
+# Environment: ROUNDS (4), DURATION (20s), WARMUP (5s), CONCURRENCY (8),
+# INPUT_LEN (128), OUTPUT_LEN (64), THREADS (all cores), METRIC_INTERVAL_MS
+# (5000: export far more often than the OTel default of 60 s, to be demanding).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-4}
+DURATION=${DURATION:-20s}
+WARMUP=${WARMUP:-5s}
+CONCURRENCY=${CONCURRENCY:-8}
+INPUT_LEN=${INPUT_LEN:-128}
+OUTPUT_LEN=${OUTPUT_LEN:-64}
+THREADS=${THREADS:-$(nproc)}
+METRIC_INTERVAL_MS=${METRIC_INTERVAL_MS:-5000}
+MODEL=${CANDLELIGHT_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+
+scripts/fetch-model.sh >/dev/null
+cargo build --release -q -p candlelight --bin candlelight
+cargo build --release -q -p loadgen --bin loadgen
+
+work=$(mktemp -d)
+server=""
+cleanup() {
+    [ -n "$server" ] && kill "$server" 2>/dev/null || true
+    scripts/services/collector.sh stop "$work/collector" || true
+    scripts/services/collector.sh stop "$work/backend" || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+value() { grep "^$1=" "$2" | cut -d= -f2-; }
+# utime + stime of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# The collector forwards traces to a second collector standing in for Tempo.
+scripts/services/collector.sh start-trace-backend "$work/backend" >"$work/backend.env"
+scripts/services/collector.sh start "$work/collector" \
+    --tempo "127.0.0.1:$(value grpc "$work/backend.env")" >"$work/collector.env"
+otlp="http://127.0.0.1:$(value grpc "$work/collector.env")"
+
+run() { # MODE ROUND
+    local mode=$1 round=$2 port flags=()
+    port=$(free_port)
+    if [ "$mode" = on ]; then
+        flags=(--otlp-endpoint "$otlp" --otlp-protocol grpc --metric-export-interval-ms "$METRIC_INTERVAL_MS")
+    else
+        flags=(--no-telemetry)
+    fi
+    RUST_LOG=warn target/release/candlelight serve --model "$MODEL" --port "$port" \
+        --threads "$THREADS" "${flags[@]}" >"$work/server-$mode-$round.log" 2>&1 &
+    server=$!
+    for _ in $(seq 600); do
+        curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
+        kill -0 "$server" 2>/dev/null || { cat "$work/server-$mode-$round.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    local cpu_before
+    cpu_before=$(cpu_ticks "$server")
+    # --sample-interval 0: loadgen must not scrape /metrics in one mode only.
+    target/release/loadgen --url "http://127.0.0.1:$port" --api completions \
+        --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
+        --input-len "$INPUT_LEN" --output-len "$OUTPUT_LEN" --ignore-eos \
+        --no-plots --no-progress --sample-interval 0 \
+        --output-dir "$work/$mode-$round" >/dev/null
+    echo $(($(cpu_ticks "$server") - cpu_before)) >"$work/$mode-$round/cpu_ticks"
+    kill "$server"
+    wait "$server" 2>/dev/null || true
+    server=""
+}
+
+for round in $(seq "$ROUNDS"); do
+    if [ $((round % 2)) -eq 1 ]; then order="off on"; else order="on off"; fi
+    for mode in $order; do
+        echo "round $round: telemetry $mode" >&2
+        run "$mode" "$round"
+    done
+done
+
+python3 - "$work" "$ROUNDS" "$CONCURRENCY" "$(getconf CLK_TCK)" <<'PY'
+import csv, json, statistics, sys
+work, rounds, conc, tck = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+rows = {"off": [], "on": []}
+print(f"{'mode':<6}{'round':>6}{'req/s':>8}{'out tok/s':>11}{'TTFT p50 ms':>13}{'TTFT p95 ms':>13}"
+      f"{'CPU ms/tok':>12}{'errors':>8}")
+for r in range(1, rounds + 1):
+    for mode in ("off", "on"):
+        d = f"{work}/{mode}-{r}"
+        s = json.load(open(f"{d}/result.json"))["steps"][0]
+        tokens = sum(int(x["output_tokens"] or 0) for x in csv.DictReader(open(f"{d}/requests.csv")))
+        cpu_ms = int(open(f"{d}/cpu_ticks").read()) * 1000 / tck
+        row = (s["throughput"]["requests_per_s"], s["throughput"]["output_tokens_per_s"] or 0.0,
+               s["ttft"]["p50"] * 1e3, s["ttft"]["p95"] * 1e3, cpu_ms / max(tokens, 1),
+               s["requests"]["errors"])
+        rows[mode].append(row)
+        print(f"{mode:<6}{r:>6}{row[0]:>8.2f}{row[1]:>11.1f}{row[2]:>13.1f}{row[3]:>13.1f}"
+              f"{row[4]:>12.2f}{row[5]:>8}")
+med = {m: [statistics.median(col) for col in zip(*rows[m])] for m in rows}
+for m in ("off", "on"):
+    v = med[m]
+    print(f"{m + ' median':<12}{v[0]:>8.2f}{v[1]:>11.1f}{v[2]:>13.1f}{v[3]:>13.1f}{v[4]:>12.2f}")
+tput = med["on"][1] / med["off"][1]
+ttft = med["on"][2] / med["off"][2]
+cpu = med["on"][4] / med["off"][4]
+print(f"\ntelemetry on/off at {conc} concurrent streams (medians of {rounds} rounds):")
+print(f"  throughput ratio {tput:.4f} ({(1 - tput) * 100:+.2f}% loss)")
+print(f"  TTFT p50 ratio   {ttft:.4f}")
+print(f"  server CPU per output token ratio {cpu:.4f} ({(cpu - 1) * 100:+.2f}% cost)")
+PY
