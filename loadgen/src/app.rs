@@ -167,8 +167,7 @@ pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
         },
         timeout: Duration::from_secs_f64(cli.timeout),
     });
-    let otlp = cli.otlp.as_deref().map(|e| (e, cli.otlp_protocol));
-    let tracing = Arc::new(Tracing::new(otlp).context("setting up --otlp")?);
+    let tracing = Arc::new(Tracing::new(cli.otlp.as_deref()).context("setting up --otlp")?);
     preflight::probe(&target, &tracing).await?;
     // Let the server finish recording the probe, so the first step's /metrics
     // delta holds only the step's own requests.

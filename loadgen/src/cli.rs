@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Serialize;
 
-use crate::otel::OtlpProtocol;
 use crate::protocol::ApiKind;
 use crate::schedule::Arrivals;
 use crate::ser::parse_secs;
@@ -133,11 +132,9 @@ pub struct Cli {
     #[arg(long, value_parser = parse_secs, default_value = "1")]
     pub sample_interval: f64,
 
-    /// Export loadgen's client spans over OTLP to this endpoint.
+    /// Export loadgen's client spans over OTLP/gRPC to this endpoint (e.g. http://localhost:4317).
     #[arg(long)]
     pub otlp: Option<String>,
-    #[arg(long, value_enum, default_value = "grpc")]
-    pub otlp_protocol: OtlpProtocol,
 }
 
 #[derive(Debug, thiserror::Error)]

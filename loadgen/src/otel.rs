@@ -18,14 +18,6 @@ use opentelemetry_sdk::Resource;
 
 use crate::record::RequestRecord;
 
-/// OTLP transport for `--otlp`.
-#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OtlpProtocol {
-    Grpc,
-    Http,
-}
-
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
@@ -48,29 +40,18 @@ impl Injector for MapInjector<'_> {
 }
 
 impl Tracing {
-    /// Build the tracer; with an endpoint, spans are batched to it over OTLP.
-    /// Must run inside the tokio runtime (the gRPC exporter needs it).
-    pub fn new(otlp: Option<(&str, OtlpProtocol)>) -> anyhow::Result<Self> {
+    /// Build the tracer; with an endpoint, spans are batched to it over OTLP/gRPC.
+    /// Must run inside the tokio runtime (the gRPC exporter needs it). OTLP/HTTP
+    /// is not offered: its async client needs a tokio reactor on the SDK's own
+    /// export thread.
+    pub fn new(otlp: Option<&str>) -> anyhow::Result<Self> {
         let resource = Resource::builder().with_service_name("loadgen").build();
         let mut builder = SdkTracerProvider::builder().with_resource(resource);
-        if let Some((endpoint, protocol)) = otlp {
-            let exporter = match protocol {
-                OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint)
-                    .build()?,
-                OtlpProtocol::Http => {
-                    let url = if endpoint.trim_end_matches('/').ends_with("/v1/traces") {
-                        endpoint.to_string()
-                    } else {
-                        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
-                    };
-                    opentelemetry_otlp::SpanExporter::builder()
-                        .with_http()
-                        .with_endpoint(url)
-                        .build()?
-                }
-            };
+        if let Some(endpoint) = otlp {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()?;
             builder = builder.with_batch_exporter(exporter);
         }
         let provider = builder.build();
