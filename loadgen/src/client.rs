@@ -67,7 +67,7 @@ pub async fn execute(
         &target.params,
     ))
     .expect("invariant: a serde_json::Value always serializes");
-    let trace = tracing.start(target.api.name(), job.step);
+    let trace = tracing.start(target.api.operation(), job.step);
     let mut p = Progress {
         token_times: Vec::with_capacity(job.item.max_tokens as usize),
         chunks: 0,

@@ -63,6 +63,14 @@ impl ApiKind {
         }
     }
 
+    /// The GenAI semantic-convention `gen_ai.operation.name` of this API.
+    pub fn operation(self) -> &'static str {
+        match self {
+            ApiKind::Chat => "chat",
+            ApiKind::Tgi | ApiKind::Completions => "text_completion",
+        }
+    }
+
     pub fn default_path(self) -> &'static str {
         match self {
             ApiKind::Tgi => "/generate_stream",
