@@ -5,7 +5,8 @@
 //!
 //! On a shared machine wall time is noisy: `KERNELS_BENCH_THREADS=1` runs the kernels on
 //! the calling thread and adds its CPU time (from `/proc/thread-self/schedstat`), and
-//! `KERNELS_BENCH_FAST_ONLY=1` skips the scalar and candle columns.
+//! `KERNELS_BENCH_FAST_ONLY=1` skips the scalar and candle columns,
+//! `KERNELS_BENCH_MODEL_ONLY=1` runs only the model-shaped pass.
 
 use std::time::{Duration, Instant};
 
@@ -198,9 +199,9 @@ fn main() -> Result<()> {
         "fast ms",
         "cpu GF/s"
     );
-    let mut per_token = vec![0.0f64; BATCHES.len()];
-    for shape in SHAPES {
-        for (bi, &n) in BATCHES.iter().enumerate() {
+    let model_only = std::env::var_os("KERNELS_BENCH_MODEL_ONLY").is_some();
+    for shape in SHAPES.iter().filter(|_| !model_only) {
+        for &n in BATCHES {
             let row = bench_shape(shape, n, budget, fast_only, &mut rng)?;
             let gflop = |t: f64| 2.0 * (shape.rows * shape.cols * n) as f64 / t / 1e9;
             let opt = |t: Option<f64>, f: &dyn Fn(f64) -> String| t.map_or("-".into(), f);
@@ -221,25 +222,107 @@ fn main() -> Result<()> {
                     &|t| format!("{:.1}", gflop(t))
                 ),
             );
-            per_token[bi] += model_share(shape.name) * row.fast;
         }
     }
-    println!("\nmodel matmul time per step (30 x [qkv, o, gate_up, down] + lm_head), GFLOP/s in columns above:");
-    for (&n, &t) in BATCHES.iter().zip(&per_token) {
+    model_pass(budget, &mut rng)?;
+    Ok(())
+}
+
+/// Streams every weight of a SmolLM2-135M-shaped model (30 layers of fused qkv, o,
+/// gate_up, down, then the Q8_0 head on the rows that need logits) as one forward
+/// pass does, so decode timings include fetching ~96 MB of weights from memory rather
+/// than from a cache warmed by the previous call. Compares with plain read bandwidth.
+fn model_pass(budget: Duration, rng: &mut StdRng) -> Result<()> {
+    let layer_shapes = [&SHAPES[1], &SHAPES[0], &SHAPES[3], &SHAPES[4]];
+    let mut layers = Vec::new();
+    for _ in 0..30 {
+        for shape in layer_shapes {
+            layers.push(QMatrix::from_q4_1_bytes(
+                shape.rows,
+                shape.cols,
+                &random_bytes(rng, shape),
+            )?);
+        }
+    }
+    let head_shape = &SHAPES[5];
+    let head = QMatrix::from_q8_0_bytes(
+        head_shape.rows,
+        head_shape.cols,
+        &random_bytes(rng, head_shape),
+    )?;
+    let bytes: usize = layers.iter().map(QMatrix::size_bytes).sum::<usize>() + head.size_bytes();
+    let read_gbs = read_bandwidth(bytes, budget);
+    println!(
+        "\nmodel-shaped pass: {:.1} MB of weights; plain read bandwidth on {} threads: {:.1} GB/s",
+        bytes as f64 / 1e6,
+        kernels::num_threads(),
+        read_gbs
+    );
+    let mut scratch = MatmulScratch::default();
+    for (n, head_rows, label) in [
+        (1, 1, "decode x1"),
+        (4, 4, "decode x4"),
+        (16, 16, "decode x16"),
+        (512, 1, "prefill 512"),
+    ] {
+        let x: Vec<f32> = (0..n * 1536).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut out = vec![0.0; n * 49152];
+        let (t, cpu) = time_it(budget, || {
+            for m in &layers {
+                m.matmul(
+                    &x[..n * m.cols()],
+                    n,
+                    &mut out[..n * m.rows()],
+                    &mut scratch,
+                );
+            }
+            head.matmul(
+                &x[..head_rows * 576],
+                head_rows,
+                &mut out[..head_rows * 49152],
+                &mut scratch,
+            );
+        });
         println!(
-            "  n={n:<4} {:>8.2} ms/step  -> {:>8.1} tokens/s (matmuls only)",
+            "  {label:<12} {:>8.2} ms/step {:>8.1} tokens/s (matmuls only), weights at {:>5.1} GB/s = {:>3.0}% of plain reads",
             t * 1e3,
-            n as f64 / t
+            n as f64 / t,
+            bytes as f64 / t / 1e9,
+            100.0 * bytes as f64 / t / 1e9 / read_gbs
         );
+        if let Some(cpu) = cpu.filter(|_| kernels::num_threads() == 1) {
+            println!(
+                "  {:<12} {:>8.2} ms/step of CPU time on the calling thread",
+                "",
+                cpu * 1e3
+            );
+        }
     }
     Ok(())
 }
 
-/// How many times each benched shape runs in one forward step of the model.
-fn model_share(name: &str) -> f64 {
-    match name {
-        "attn_o" | "qkv (fused)" | "gate_up (fused)" | "ffn_down" => 30.0,
-        "lm_head" => 1.0,
-        _ => 0.0,
-    }
+/// GB/s of summing a buffer of `bytes` on the kernel threads: the memory ceiling
+/// that decode, which reads each weight once per step, is bound by.
+fn read_bandwidth(bytes: usize, budget: Duration) -> f64 {
+    let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+    let chunks = kernels::num_threads() * 4;
+    let per = buf.len().div_ceil(chunks);
+    let sink = std::sync::atomic::AtomicU64::new(0);
+    let (t, _) = time_it(budget, || {
+        kernels::parallel_for(chunks, |c| {
+            let part = &buf[(c * per).min(buf.len())..((c + 1) * per).min(buf.len())];
+            let mut acc = [0u64; 8];
+            for w in part.chunks_exact(8) {
+                for i in 0..8 {
+                    acc[i] = acc[i].wrapping_add(w[i]);
+                }
+            }
+            sink.fetch_add(
+                acc.iter().fold(0, |a, &b| a.wrapping_add(b)),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        });
+    });
+    std::hint::black_box(sink.into_inner());
+    bytes as f64 / t / 1e9
 }

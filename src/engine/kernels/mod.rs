@@ -25,7 +25,7 @@ pub use blocks::{quantize_row_q8_1, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
 use packed::{Q4_1Tile, Q8_0Scales, Q8_0Tile};
 
 /// Activation rows one kernel call multiplies against each unpacked weight block.
-const MAX_R: usize = 4;
+const MAX_R: usize = 8;
 
 /// Errors from building matrices or configuring the kernels.
 #[derive(Debug, thiserror::Error)]

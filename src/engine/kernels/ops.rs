@@ -92,14 +92,20 @@ fn silu_mul_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
 fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
     // Independent partial sums let LLVM vectorize without reassociating.
     let mut acc = [0.0f32; LANES];
-    let (ca, ra) = a.as_chunks::<LANES>();
-    let (cb, rb) = b.as_chunks::<LANES>();
-    for (x, y) in ca.iter().zip(cb) {
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        let x: &[f32; LANES] = x.try_into().expect("invariant: exact chunks");
+        let y: &[f32; LANES] = y.try_into().expect("invariant: exact chunks");
         for i in 0..LANES {
             acc[i] += x[i] * y[i];
         }
     }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
 }
 
@@ -127,7 +133,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let e = (p * r * r + r) + 1.0;
     // n is within [-126, 128]: build 2^n in two steps so n = 128 does not overflow early.
     let half = n * 0.5;

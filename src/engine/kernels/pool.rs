@@ -23,6 +23,20 @@ use std::time::{Duration, Instant};
 /// matmuls of a forward pass without burning a core between requests.
 const SPIN: Duration = Duration::from_micros(300);
 
+/// Busy-wait rounds before a waiting thread starts yielding its core between checks,
+/// so a preempted thread it waits for (on a loaded machine) gets to run.
+const PURE_SPINS: u32 = 2000;
+
+/// One round of a busy-wait: a pause at first, then a yield to the scheduler.
+#[inline]
+fn backoff(round: u32) {
+    if round < PURE_SPINS {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
 const OPEN: u64 = 1 << 31;
 const PARTICIPANTS: u64 = OPEN - 1;
 const EPOCH_SHIFT: u32 = 32;
@@ -161,11 +175,11 @@ impl Pool {
             if state >> EPOCH_SHIFT != seen {
                 return state;
             }
-            spins = spins.wrapping_add(1);
-            if spins % 256 == 0 && start.elapsed() > SPIN {
+            spins = spins.saturating_add(1);
+            if spins % 64 == 0 && start.elapsed() > SPIN {
                 break;
             }
-            std::hint::spin_loop();
+            backoff(spins);
         }
         let mut lock = self.park.lock().unwrap_or_else(|p| p.into_inner());
         self.sleepers.fetch_add(1, SeqCst);
@@ -189,8 +203,10 @@ impl Drop for Close<'_> {
         let pool = self.0;
         let state = pool.state.fetch_and(!OPEN, SeqCst) & !OPEN;
         let mut left = state & PARTICIPANTS;
+        let mut round = 0u32;
         while left != 0 {
-            std::hint::spin_loop();
+            backoff(round);
+            round = round.saturating_add(1);
             left = pool.state.load(SeqCst) & PARTICIPANTS;
         }
         pool.job.store(std::ptr::null_mut(), SeqCst);

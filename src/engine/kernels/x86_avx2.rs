@@ -5,7 +5,7 @@ use std::arch::x86_64::*;
 
 use super::blocks::{BlockQ8_1, QK};
 use super::dispatch::{GroupOut, Kernels};
-use super::packed::{Q4_1Tile, Q8_0Scales, Q8_0Tile};
+use super::packed::{Q4_1Tile, Q8_0Scales, Q8_0Tile, GROUP};
 
 /// True if the running CPU has everything this module's functions enable.
 fn supported() -> bool {
@@ -83,15 +83,22 @@ unsafe fn quantize_row_impl(x: &[f32], out: &mut [BlockQ8_1]) {
     }
 }
 
+/// Activation rows per AVX2 kernel call: its 16 registers hold no more accumulators.
+const AVX2_R: usize = 4;
+
 fn q4_1_group(tiles: &[Q4_1Tile], xs: &[BlockQ8_1], r: usize, out: &mut GroupOut) {
-    // SAFETY: only reachable through the `Kernels` that `detect` returns after
-    // confirming the CPU features the callee enables.
-    unsafe {
-        match r {
-            1 => q4_1_rows::<1>(tiles, xs, out),
-            2 => q4_1_rows::<2>(tiles, xs, out),
-            3 => q4_1_rows::<3>(tiles, xs, out),
-            _ => q4_1_rows::<4>(tiles, xs, out),
+    let nb = tiles.len();
+    for r0 in (0..r).step_by(AVX2_R) {
+        let (xs, out) = (&xs[r0 * nb..], &mut out[r0..]);
+        // SAFETY: only reachable through the `Kernels` that `detect` returns after
+        // confirming the CPU features the callee enables.
+        unsafe {
+            match r - r0 {
+                1 => q4_1_rows::<1>(tiles, xs, out),
+                2 => q4_1_rows::<2>(tiles, xs, out),
+                3 => q4_1_rows::<3>(tiles, xs, out),
+                _ => q4_1_rows::<4>(tiles, xs, out),
+            }
         }
     }
 }
@@ -103,20 +110,30 @@ fn q8_0_group(
     r: usize,
     out: &mut GroupOut,
 ) {
-    // SAFETY: as in `q4_1_group`.
-    unsafe {
-        match r {
-            1 => q8_0_rows::<1>(tiles, scales, xs, out),
-            2 => q8_0_rows::<2>(tiles, scales, xs, out),
-            3 => q8_0_rows::<3>(tiles, scales, xs, out),
-            _ => q8_0_rows::<4>(tiles, scales, xs, out),
+    let nb = tiles.len();
+    for r0 in (0..r).step_by(AVX2_R) {
+        let (xs, out) = (&xs[r0 * nb..], &mut out[r0..]);
+        // SAFETY: as in `q4_1_group`.
+        unsafe {
+            match r - r0 {
+                1 => q8_0_rows::<1>(tiles, scales, xs, out),
+                2 => q8_0_rows::<2>(tiles, scales, xs, out),
+                3 => q8_0_rows::<3>(tiles, scales, xs, out),
+                _ => q8_0_rows::<4>(tiles, scales, xs, out),
+            }
         }
     }
 }
 
 /// One 16-row Q4_1 group (as two 8-row halves) against `R` activation rows.
+// `h` picks both the memory half and the accumulator half.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_rows<const R: usize>(tiles: &[Q4_1Tile], xs: &[BlockQ8_1], out: &mut GroupOut) {
+unsafe fn q4_1_rows<const R: usize>(
+    tiles: &[Q4_1Tile],
+    xs: &[BlockQ8_1],
+    out: &mut [[f32; GROUP]],
+) {
     let nb = tiles.len();
     let rows: [&[BlockQ8_1]; R] = std::array::from_fn(|r| &xs[r * nb..(r + 1) * nb]);
     let nibble = _mm256_set1_epi8(0x0F);
@@ -160,12 +177,13 @@ unsafe fn q4_1_rows<const R: usize>(tiles: &[Q4_1Tile], xs: &[BlockQ8_1], out: &
 }
 
 /// One 16-row Q8_0 group (biased quants) against `R` activation rows.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_rows<const R: usize>(
     tiles: &[Q8_0Tile],
     scales: &[Q8_0Scales],
     xs: &[BlockQ8_1],
-    out: &mut GroupOut,
+    out: &mut [[f32; GROUP]],
 ) {
     let nb = tiles.len();
     let scales = &scales[..nb];
@@ -201,7 +219,8 @@ unsafe fn q8_0_rows<const R: usize>(
 }
 
 #[target_feature(enable = "avx2")]
-fn store<const R: usize>(acc: &[[__m256; 2]; R], out: &mut GroupOut) {
+fn store<const R: usize>(acc: &[[__m256; 2]; R], out: &mut [[f32; GROUP]]) {
+    let out = &mut out[..R];
     for r in 0..R {
         // SAFETY: `out[r]` holds 16 f32: two unaligned 8-lane stores.
         unsafe {

@@ -38,7 +38,11 @@ fn q4_1_group(tiles: &[Q4_1Tile], xs: &[BlockQ8_1], r: usize, out: &mut GroupOut
             1 => q4_1_rows::<1>(tiles, xs, out),
             2 => q4_1_rows::<2>(tiles, xs, out),
             3 => q4_1_rows::<3>(tiles, xs, out),
-            _ => q4_1_rows::<4>(tiles, xs, out),
+            4 => q4_1_rows::<4>(tiles, xs, out),
+            5 => q4_1_rows::<5>(tiles, xs, out),
+            6 => q4_1_rows::<6>(tiles, xs, out),
+            7 => q4_1_rows::<7>(tiles, xs, out),
+            _ => q4_1_rows::<8>(tiles, xs, out),
         }
     }
 }
@@ -56,8 +60,24 @@ fn q8_0_group(
             1 => q8_0_rows::<1>(tiles, scales, xs, out),
             2 => q8_0_rows::<2>(tiles, scales, xs, out),
             3 => q8_0_rows::<3>(tiles, scales, xs, out),
-            _ => q8_0_rows::<4>(tiles, scales, xs, out),
+            4 => q8_0_rows::<4>(tiles, scales, xs, out),
+            5 => q8_0_rows::<5>(tiles, scales, xs, out),
+            6 => q8_0_rows::<6>(tiles, scales, xs, out),
+            7 => q8_0_rows::<7>(tiles, scales, xs, out),
+            _ => q8_0_rows::<8>(tiles, scales, xs, out),
         }
+    }
+}
+
+/// Tiles ahead to prefetch when few activation rows make the kernel memory-bound.
+const PREFETCH_TILES: usize = 4;
+
+/// Hints the cache lines of `bytes` bytes at `p` into L1 (a no-op past the mapping).
+#[inline(always)]
+fn prefetch<T>(p: *const T, bytes: usize) {
+    for line in (0..bytes).step_by(64) {
+        // SAFETY: prefetching never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>().wrapping_add(line)) };
     }
 }
 
@@ -69,6 +89,13 @@ unsafe fn q4_1_rows<const R: usize>(tiles: &[Q4_1Tile], xs: &[BlockQ8_1], out: &
     let nibble = _mm512_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); R];
     for (b, tile) in tiles.iter().enumerate() {
+        if R <= 2 {
+            // The next group's tiles follow this group's in memory.
+            prefetch(
+                tiles.as_ptr().wrapping_add(b + PREFETCH_TILES),
+                size_of::<Q4_1Tile>(),
+            );
+        }
         // SAFETY: tiles are 64-byte aligned; `d` and `m` sit at 32-byte aligned offsets
         // and are 32 bytes long; each `qs[t]` is 64 aligned bytes.
         let (d, m) = unsafe {
@@ -77,8 +104,7 @@ unsafe fn q4_1_rows<const R: usize>(tiles: &[Q4_1Tile], xs: &[BlockQ8_1], out: &
                 _mm512_cvtph_ps(_mm256_load_si256(tile.m.as_ptr().cast())),
             )
         };
-        let mut lo_sum = [_mm512_setzero_si512(); R];
-        let mut hi_sum = [_mm512_setzero_si512(); R];
+        let mut isum = [_mm512_setzero_si512(); R];
         for t in 0..4 {
             // SAFETY: see above.
             let p = unsafe { _mm512_load_si512(tile.qs[t].as_ptr().cast()) };
@@ -86,15 +112,14 @@ unsafe fn q4_1_rows<const R: usize>(tiles: &[Q4_1Tile], xs: &[BlockQ8_1], out: &
             let hi = _mm512_and_si512(_mm512_srli_epi16(p, 4), nibble);
             for r in 0..R {
                 let xq = &rows[r][b].qs;
-                lo_sum[r] = _mm512_dpbusd_epi32(lo_sum[r], lo, _mm512_set1_epi32(word(xq, 4 * t)));
-                hi_sum[r] =
-                    _mm512_dpbusd_epi32(hi_sum[r], hi, _mm512_set1_epi32(word(xq, 16 + 4 * t)));
+                isum[r] = _mm512_dpbusd_epi32(isum[r], lo, _mm512_set1_epi32(word(xq, 4 * t)));
+                isum[r] = _mm512_dpbusd_epi32(isum[r], hi, _mm512_set1_epi32(word(xq, 16 + 4 * t)));
             }
         }
         for r in 0..R {
             let xb = &rows[r][b];
-            let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(lo_sum[r], hi_sum[r]));
-            acc[r] = _mm512_fmadd_ps(isum, _mm512_mul_ps(d, _mm512_set1_ps(xb.d)), acc[r]);
+            let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[r]), d);
+            acc[r] = _mm512_fmadd_ps(scaled, _mm512_set1_ps(xb.d), acc[r]);
             acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(xb.s), acc[r]);
         }
     }
@@ -118,23 +143,29 @@ unsafe fn q8_0_rows<const R: usize>(
     let minus_bias = _mm512_set1_ps(-128.0);
     let mut acc = [_mm512_setzero_ps(); R];
     for (b, (tile, sc)) in tiles.iter().zip(scales).enumerate() {
+        if R <= 2 {
+            prefetch(
+                tiles.as_ptr().wrapping_add(b + PREFETCH_TILES),
+                size_of::<Q8_0Tile>(),
+            );
+        }
         // SAFETY: scales are 32-byte aligned and 32 bytes long.
         let d = _mm512_cvtph_ps(unsafe { _mm256_load_si256(sc.d.as_ptr().cast()) });
-        let mut sums = [[_mm512_setzero_si512(); 2]; R];
+        let mut isum = [_mm512_setzero_si512(); R];
         for t in 0..8 {
             // SAFETY: each `qs[t]` is 64 bytes at a 64-byte aligned address.
             let w = unsafe { _mm512_load_si512(tile.qs[t].as_ptr().cast()) };
             for r in 0..R {
                 let x = _mm512_set1_epi32(word(&rows[r][b].qs, 4 * t));
-                sums[r][t & 1] = _mm512_dpbusd_epi32(sums[r][t & 1], w, x);
+                isum[r] = _mm512_dpbusd_epi32(isum[r], w, x);
             }
         }
         // The +128 bias added 128 * sum(x) to each dot: remove it as -128 * d * s.
         let m = _mm512_mul_ps(d, minus_bias);
         for r in 0..R {
             let xb = &rows[r][b];
-            let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(sums[r][0], sums[r][1]));
-            acc[r] = _mm512_fmadd_ps(isum, _mm512_mul_ps(d, _mm512_set1_ps(xb.d)), acc[r]);
+            let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[r]), d);
+            acc[r] = _mm512_fmadd_ps(scaled, _mm512_set1_ps(xb.d), acc[r]);
             acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(xb.s), acc[r]);
         }
     }
