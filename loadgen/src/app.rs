@@ -133,13 +133,23 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Run everything the flags ask for. Errors before the load are one line each.
-pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
+/// What the checks before the load established.
+struct Prepared {
+    work: Workload,
+    facts: ServerFacts,
+    model: String,
+    target: Arc<Target>,
+    tracing: Arc<Tracing>,
+}
+
+/// Everything before the first request of the load: flags, dataset, server
+/// readiness and shape, model, calibration. Each failure is one line.
+async fn prepare(cli: &Cli) -> anyhow::Result<Prepared> {
     cli.validate()?;
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let base = cli.url.trim_end_matches('/').to_string();
     // A malformed dataset is reported before the server is contacted.
-    let mut work = workload(&cli, None)?;
+    let mut work = workload(cli, None)?;
     let http = http_client().context("building the HTTP client")?;
     preflight::wait_ready(&http, &base, Duration::from_secs_f64(cli.wait)).await?;
     let facts = preflight::facts(&http, &base).await;
@@ -155,9 +165,9 @@ pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
         *tokens_per_word = facts.tokens_per_word.unwrap_or(DEFAULT_TOKENS_PER_WORD);
     }
     let target = Arc::new(Target {
-        http: http.clone(),
-        base: base.clone(),
+        http,
         endpoint: format!("{base}{}", cli.endpoint_path()),
+        base,
         api: cli.api,
         params: GenParams {
             model: model.clone(),
@@ -177,7 +187,17 @@ pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
             eprintln!("warning: {e}; the run goes on and its results will be written to files");
         }
     }
-    let clock = RunClock::now();
+    Ok(Prepared {
+        work,
+        facts,
+        model,
+        target,
+        tracing,
+    })
+}
+
+/// Ctrl-C stops issuing requests; a second Ctrl-C exits at once.
+fn on_interrupt() -> Arc<AtomicBool> {
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
     tokio::spawn(async move {
@@ -189,28 +209,36 @@ pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
             }
         }
     });
+    interrupted
+}
+
+/// Run everything the flags ask for. Errors before the load are one line each.
+pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
+    let p = prepare(&cli).await?;
+    let clock = RunClock::now();
     let cpu = ClientCpu::start(clock);
-    let sampler = (facts.metrics && cli.sample_interval > 0.0).then(|| {
+    let sampler = (p.facts.metrics && cli.sample_interval > 0.0).then(|| {
+        let interval = Duration::from_secs_f64(cli.sample_interval);
         DeviceSampler::start(
-            http.clone(),
-            base.clone(),
-            Duration::from_secs_f64(cli.sample_interval),
+            p.target.http.clone(),
+            p.target.base.clone(),
+            interval,
             clock,
         )
     });
     let mut exec = Executor {
         ctx: RunContext {
-            target: target.clone(),
-            workload: Arc::new(work.clone()),
-            tracing: tracing.clone(),
+            target: p.target.clone(),
+            workload: Arc::new(p.work.clone()),
+            tracing: p.tracing.clone(),
             clock,
             seed: cli.seed,
             progress,
             next_id: Arc::new(AtomicU64::new(0)),
-            interrupted,
+            interrupted: on_interrupt(),
         },
         cpu: &cpu,
-        metrics: facts.metrics,
+        metrics: p.facts.metrics,
         slo: cli.slo.clone(),
         outcomes: Vec::new(),
         summaries: Vec::new(),
@@ -218,7 +246,7 @@ pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
     let sweep_result = sweep::run(&cli, &mut exec).await?;
     cpu.stop();
     let devices = sampler.map(DeviceSampler::finish).unwrap_or_default();
-    tracing.shutdown();
+    p.tracing.shutdown();
     let Executor {
         outcomes,
         mut summaries,
@@ -226,20 +254,19 @@ pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
     } = exec;
     sweep::batch_efficiency(&mut summaries);
     let records: Vec<RequestRecord> = outcomes.into_iter().flat_map(|o| o.records).collect();
-    let work_tpw = match &work {
-        Workload::Synthetic { .. } => facts.tokens_per_word,
-        Workload::Dataset { .. } => None,
-    };
-    let mut result = RunResult {
+    let result = RunResult {
         schema_version: report::SCHEMA_VERSION,
         config: serde_json::to_value(&cli).context("serializing config")?,
         resolved: Resolved {
-            endpoint: target.endpoint.clone(),
-            model: model.clone(),
-            tokens_per_word: work_tpw,
-            metrics_endpoint: facts.metrics,
+            endpoint: p.target.endpoint.clone(),
+            model: p.model.clone(),
+            tokens_per_word: match &p.work {
+                Workload::Synthetic { .. } => p.facts.tokens_per_word,
+                Workload::Dataset { .. } => None,
+            },
+            metrics_endpoint: p.facts.metrics,
         },
-        environment: environment(&cli, &facts, clock),
+        environment: environment(&cli, &p.facts, clock),
         sweep: sweep_result,
         steps: summaries,
         device_samples: devices,
@@ -247,6 +274,16 @@ pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
         database: None,
         requests: cli.save_requests.then(|| report::request_json(&records)),
     };
+    finish(&cli, result, &records, clock).await
+}
+
+/// Record the history (if asked), then write the files whatever the database did.
+async fn finish(
+    cli: &Cli,
+    mut result: RunResult,
+    records: &[RequestRecord],
+    clock: RunClock,
+) -> anyhow::Result<RunReport> {
     let output_dir = cli.output_dir.clone().unwrap_or_else(|| {
         let stamp = humantime::format_rfc3339_seconds(clock.wall)
             .to_string()
@@ -255,7 +292,7 @@ pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
     });
     let mut database_error = None;
     if let Some(url) = &cli.database_url {
-        result.database = Some(match record_history(url, &result, &model).await {
+        let outcome = match record_history(url, &result, &result.resolved.model).await {
             Ok(id) => DatabaseOutcome {
                 written: true,
                 benchmark_id: Some(id),
@@ -269,11 +306,12 @@ pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
                     error: Some(e.to_string()),
                 }
             }
-        });
+        };
+        result.database = Some(outcome);
     }
-    report::write_files(&output_dir, &result, &records)?;
+    report::write_files(&output_dir, &result, records)?;
     if !cli.no_plots {
-        report::write_plots(&output_dir, &records, &result.steps).context("writing plots")?;
+        report::write_plots(&output_dir, records, &result.steps).context("writing plots")?;
     }
     Ok(RunReport {
         output_dir,

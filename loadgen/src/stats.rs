@@ -244,18 +244,7 @@ pub fn summarize(
     let out_tokens: Option<u64> =
         (token_counts == "server").then(|| ok.iter().filter_map(|r| r.output_tokens).sum());
     let in_tokens: Option<u64> = ok.iter().map(|r| r.input_tokens).sum();
-    let mut errors = BTreeMap::new();
-    let mut error_examples = BTreeMap::new();
-    for r in &step.records {
-        if let crate::record::Outcome::Error { kind, message } = &r.outcome {
-            *errors.entry(kind.to_string()).or_insert(0) += 1;
-            error_examples
-                .entry(kind.to_string())
-                .or_insert_with(|| message.clone());
-        }
-    }
-    let mut slowest: Vec<&RequestRecord> = ok.clone();
-    slowest.sort_by(|a, b| b.e2e_from_scheduled().total_cmp(&a.e2e_from_scheduled()));
+    let (errors, error_examples) = errors_by_kind(&step.records);
     let mut s = StepSummary {
         index: step.spec.index,
         label: step.spec.label.clone(),
@@ -313,17 +302,7 @@ pub fn summarize(
         }),
         errors,
         error_examples,
-        slowest: slowest
-            .iter()
-            .take(5)
-            .map(|r| Slow {
-                id: r.id,
-                e2e_from_scheduled_s: r.e2e_from_scheduled(),
-                ttft_s: r.ttft(),
-                trace_id: r.trace_id.clone(),
-                server_trace_id: r.server_trace_id.clone(),
-            })
-            .collect(),
+        slowest: slowest(&ok),
         client,
         server,
         batch_efficiency: None,
@@ -332,6 +311,40 @@ pub fn summarize(
     };
     s.warnings = warnings(&s);
     s
+}
+
+/// Error counts by kind over every request of the step, with one example each.
+type ErrorTables = (BTreeMap<String, usize>, BTreeMap<String, String>);
+
+fn errors_by_kind(records: &[RequestRecord]) -> ErrorTables {
+    let mut errors = BTreeMap::new();
+    let mut examples = BTreeMap::new();
+    for r in records {
+        if let crate::record::Outcome::Error { kind, message } = &r.outcome {
+            *errors.entry(kind.to_string()).or_insert(0) += 1;
+            examples
+                .entry(kind.to_string())
+                .or_insert_with(|| message.clone());
+        }
+    }
+    (errors, examples)
+}
+
+/// The five slowest successful requests (from scheduled), with their trace ids.
+fn slowest(ok: &[&RequestRecord]) -> Vec<Slow> {
+    let mut sorted = ok.to_vec();
+    sorted.sort_by(|a, b| b.e2e_from_scheduled().total_cmp(&a.e2e_from_scheduled()));
+    sorted
+        .iter()
+        .take(5)
+        .map(|r| Slow {
+            id: r.id,
+            e2e_from_scheduled_s: r.e2e_from_scheduled(),
+            ttft_s: r.ttft(),
+            trace_id: r.trace_id.clone(),
+            server_trace_id: r.server_trace_id.clone(),
+        })
+        .collect()
 }
 
 /// The honesty checks: say when the numbers describe loadgen rather than the server.
@@ -386,6 +399,69 @@ mod tests {
         let one = dist(vec![3.0]).expect("one sample");
         assert_eq!((one.p50, one.p99), (3.0, 3.0));
         assert!(dist(vec![]).is_none());
+    }
+
+    fn step(warmup: u64, cooldown: u64) -> StepOutcome {
+        use crate::record::Outcome;
+        use std::time::Duration;
+        let secs = Duration::from_secs;
+        let records = (0..10)
+            .map(|i| RequestRecord {
+                id: i,
+                step: 0,
+                scheduled: secs(i),
+                sent: secs(i),
+                token_times: vec![secs(i) + Duration::from_millis(100)],
+                end: secs(i) + Duration::from_millis(500),
+                input_tokens: Some(4),
+                output_tokens: Some(1),
+                chunks: 1,
+                finish_reason: None,
+                outcome: if i == 9 {
+                    Outcome::Error {
+                        kind: crate::record::ErrorKind::Truncated,
+                        message: "cut".into(),
+                    }
+                } else {
+                    Outcome::Ok
+                },
+                http_status: Some(200),
+                trace_id: String::new(),
+                server_trace_id: None,
+            })
+            .collect();
+        StepOutcome {
+            spec: crate::runner::StepSpec {
+                index: 0,
+                label: "t".into(),
+                shape: Shape::Closed { concurrency: 1 },
+                limit: crate::schedule::Limit::Duration(secs(10)),
+                warmup: secs(warmup),
+                cooldown: secs(cooldown),
+                batch_size: None,
+            },
+            start: Duration::ZERO,
+            load_end: secs(10),
+            end: secs(10),
+            records,
+            aborted: None,
+        }
+    }
+
+    #[test]
+    fn warmup_and_cooldown_leave_out_latencies_but_not_errors() {
+        let s = summarize(&step(2, 2), None, ClientUsage::default(), None);
+        // Scheduled in [2 s, 8 s): requests 2..=7.
+        assert_eq!(s.requests.counted, 6);
+        assert_eq!(s.ttft.as_ref().map(|d| d.count), Some(6));
+        // The failure at 9 s is in the cooldown, and still counted as an error.
+        assert_eq!(s.requests.errors, 1);
+        assert_eq!(s.errors.get("stream_truncated"), Some(&1));
+        // Window: first counted send (2 s) to last counted end (7.5 s).
+        assert!((s.window.seconds - 5.5).abs() < 1e-9);
+        assert!((s.throughput.requests_per_s - 6.0 / 5.5).abs() < 1e-9);
+        let all = summarize(&step(0, 0), None, ClientUsage::default(), None);
+        assert_eq!(all.requests.counted, 9);
     }
 
     #[test]
