@@ -18,14 +18,46 @@ const PARALLEL_MIN_MACS: usize = 64 * 1024;
 /// to stay in L2 while the group's weights sit in L1.
 const ACT_TILE_BYTES: usize = 96 * 1024;
 
-/// Output pointer shared by the tasks of one matmul.
+/// Below this many activation blocks, quantizing runs on the calling thread.
+const PARALLEL_MIN_BLOCKS: usize = 4096;
+
+/// Output pointer shared by the tasks of one parallel section.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint elements (distinct weight-row groups), and the
-// matmul call outlives every task (`Pool::run` returns after all chunks finish).
-unsafe impl Send for OutPtr {}
+struct OutPtr<T>(*mut T);
+// SAFETY: tasks write disjoint elements (distinct weight-row groups or activation
+// rows), and the buffer outlives every task (`Pool::run` returns after all finish).
+unsafe impl<T: Send> Send for OutPtr<T> {}
 // SAFETY: as above.
-unsafe impl Sync for OutPtr {}
+unsafe impl<T: Send> Sync for OutPtr<T> {}
+
+impl<T> OutPtr<T> {
+    /// The pointer (a method, so closures capture the `Sync` wrapper, not the field).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Quantizes `x` (`n` rows of `nb` blocks) into `xq`, in parallel for large batches.
+pub fn quantize(kernels: &Kernels, x: &[f32], n: usize, nb: usize, xq: &mut [BlockQ8_1]) {
+    assert_eq!(xq.len(), n * nb, "quantize: output size");
+    assert_eq!(x.len(), n * nb * QK, "quantize: input size");
+    let threads = pool().threads();
+    if threads == 1 || n * nb < PARALLEL_MIN_BLOCKS {
+        (kernels.quantize)(x, xq);
+        return;
+    }
+    let per = n.div_ceil(threads * 4);
+    let out = OutPtr(xq.as_mut_ptr());
+    pool().run(n.div_ceil(per), &|c| {
+        let rows = c * per..n.min((c + 1) * per);
+        // SAFETY: `rows` lies within `0..n`, so the run is inside `xq`; chunks cover
+        // disjoint rows, so no two tasks alias.
+        let dst = unsafe {
+            std::slice::from_raw_parts_mut(out.get().add(rows.start * nb), rows.len() * nb)
+        };
+        (kernels.quantize)(&x[rows.start * nb * QK..rows.end * nb * QK], dst);
+    });
+}
 
 /// Everything a task needs to compute output columns for some groups.
 struct Job<'a> {
@@ -35,7 +67,7 @@ struct Job<'a> {
     nb: usize,
     xq: &'a [BlockQ8_1],
     n: usize,
-    out: OutPtr,
+    out: OutPtr<f32>,
 }
 
 /// Computes `out` (`n x rows`) from quantized activations `xq` (`n x nb` blocks).
@@ -115,7 +147,7 @@ impl Job<'_> {
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     vals.as_ptr(),
-                    self.out.0.add((ra + ri) * self.rows + j0),
+                    self.out.get().add((ra + ri) * self.rows + j0),
                     valid,
                 );
             }

@@ -343,7 +343,7 @@ impl QMatrix {
         }
         let nb = self.cols / QK;
         scratch.xq.resize(n * nb, BlockQ8_1::default());
-        (kernels.quantize)(x, &mut scratch.xq);
+        driver::quantize(kernels, x, n, nb, &mut scratch.xq);
         driver::run(
             &self.weights,
             kernels,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before parking: covers the gaps between the
 /// matmuls of a forward pass without burning a core between requests.
-const SPIN: Duration = Duration::from_micros(300);
+const SPIN: Duration = Duration::from_micros(100);
 
 /// Busy-wait rounds before a waiting thread starts yielding its core between checks,
 /// so a preempted thread it waits for (on a loaded machine) gets to run.

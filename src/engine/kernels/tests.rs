@@ -374,3 +374,18 @@ fn parallel_for_propagates_panics() {
     });
     assert_eq!(sum.into_inner(), 28);
 }
+
+/// Large batches quantize in parallel, row-chunked; the result must not change.
+#[test]
+fn parallel_quantization_matches_serial() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let (n, nb) = (301, 48);
+    let x = random_f32(&mut rng, n * nb * QK);
+    let mut want = vec![BlockQ8_1::default(); n * nb];
+    quantize_row_q8_1(&x, &mut want);
+    let mut got = vec![BlockQ8_1::default(); n * nb];
+    driver::quantize(dispatch::best(), &x, n, nb, &mut got);
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((g.d, g.s, g.qs), (w.d, w.s, w.qs));
+    }
+}
