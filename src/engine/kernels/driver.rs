@@ -105,6 +105,28 @@ pub fn run(
     });
 }
 
+/// `out = x · wᵀ` for an f32 matrix `w` (`rows x cols`), parallel over row groups.
+pub fn run_f32(w: &[f32], rows: usize, cols: usize, x: &[f32], n: usize, out: &mut [f32]) {
+    assert_eq!(out.len(), n * rows, "matmul: output size");
+    let groups = rows.div_ceil(GROUP);
+    let out = OutPtr(out.as_mut_ptr());
+    let task = |g: usize| {
+        let js = g * GROUP..rows.min((g + 1) * GROUP);
+        for (r, xr) in x.chunks_exact(cols).enumerate() {
+            for j in js.clone() {
+                let v = super::ops::dot_f32(&w[j * cols..(j + 1) * cols], xr);
+                // SAFETY: `r < n` and `j < rows`; group `g` is one task's alone.
+                unsafe { out.get().add(r * rows + j).write(v) };
+            }
+        }
+    };
+    if pool().threads() == 1 || rows * cols * n < PARALLEL_MIN_MACS {
+        (0..groups).for_each(task);
+    } else {
+        pool().run(groups, &task);
+    }
+}
+
 impl Job<'_> {
     fn groups(&self, groups: Range<usize>) {
         let act_tile = (ACT_TILE_BYTES / (self.nb * size_of::<BlockQ8_1>()))

@@ -78,7 +78,7 @@ impl SimdLevel {
 }
 
 /// Weight storage in one of the supported formats (see [`packed`]).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 enum Weights {
     Q4_1(Vec<Q4_1Tile>),
     Q8_0 {
@@ -89,11 +89,22 @@ enum Weights {
 }
 
 /// A weight matrix `W` of shape `[rows = out_features, cols = in_features]`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct QMatrix {
     rows: usize,
     cols: usize,
     weights: Weights,
+}
+
+impl std::fmt::Debug for QMatrix {
+    /// Shape and format only: the weights are megabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QMatrix")
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("format", &self.format())
+            .finish()
+    }
 }
 
 /// Reusable buffers so a step allocates nothing once warmed up.
@@ -331,14 +342,7 @@ impl QMatrix {
         assert_eq!(x.len(), n * self.cols, "matmul: x must be n x cols");
         assert_eq!(out.len(), n * self.rows, "matmul: out must be n x rows");
         if let Weights::F32(w) = &self.weights {
-            for (xr, orow) in x
-                .chunks_exact(self.cols)
-                .zip(out.chunks_exact_mut(self.rows))
-            {
-                for (o, wr) in orow.iter_mut().zip(w.chunks_exact(self.cols)) {
-                    *o = ops::dot_f32(wr, xr);
-                }
-            }
+            driver::run_f32(w, self.rows, self.cols, x, n, out);
             return;
         }
         let nb = self.cols / QK;
