@@ -165,6 +165,8 @@ async fn info(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Ap
         "device": "cpu",
         "telemetry": app.telemetry().is_enabled(),
         "version": env!("CARGO_PKG_VERSION"),
+        "git_commit": option_env!("CANDLELIGHT_GIT_COMMIT"),
+        "git_branch": option_env!("CANDLELIGHT_GIT_BRANCH"),
         "router": "candlelight",
     })))
 }
