@@ -5,7 +5,9 @@
 //! row-interleaved layout ([`packed`]) that lets one SIMD multiply-add serve 16 output
 //! rows, and the best kernels for the running CPU are picked at runtime ([`dispatch`]).
 //! [`driver`] tiles a matmul over weight-row groups × activation rows so batched decode
-//! and prefill reuse each weight block from cache across activation rows.
+//! and prefill reuse each weight block from cache across activation rows, and runs
+//! the tiles on [`pool`]: the calling thread plus workers that spin briefly between
+//! jobs, because a decode step is ~120 matmuls of a few tens of microseconds each.
 
 mod blocks;
 mod dispatch;
