@@ -24,7 +24,9 @@ fn best(reps: usize, mut f: impl FnMut() -> f64) -> f64 {
 }
 
 fn prompt() -> Vec<u32> {
-    std::iter::once(1).chain((0..15).map(|i| 504 + (i % 50))).collect()
+    std::iter::once(1)
+        .chain((0..15).map(|i| 504 + (i % 50)))
+        .collect()
 }
 
 /// Seconds to decode `steps` tokens for each of `n` sequences, batched.
@@ -33,7 +35,14 @@ fn decode_secs(model: &Llama, n: usize, steps: usize, ws: &mut Workspace) -> f64
     let mut caches: Vec<_> = (0..n).map(|_| model.new_cache(p.len() + steps)).collect();
     for c in caches.iter_mut() {
         model
-            .forward(&mut [SeqInput { tokens: &p, cache: c }], ws, LogitsFor::LastToken)
+            .forward(
+                &mut [SeqInput {
+                    tokens: &p,
+                    cache: c,
+                }],
+                ws,
+                LogitsFor::LastToken,
+            )
             .expect("prefill");
     }
     let tok = [504u32];
@@ -41,7 +50,10 @@ fn decode_secs(model: &Llama, n: usize, steps: usize, ws: &mut Workspace) -> f64
     for _ in 0..steps {
         let mut inputs: Vec<SeqInput<'_>> = caches
             .iter_mut()
-            .map(|cache| SeqInput { tokens: &tok, cache })
+            .map(|cache| SeqInput {
+                tokens: &tok,
+                cache,
+            })
             .collect();
         model
             .forward(&mut inputs, ws, LogitsFor::LastToken)
@@ -57,7 +69,14 @@ fn prefill_secs(model: &Llama, ws: &mut Workspace) -> f64 {
     let mut cache = model.new_cache(p.len());
     let start = Instant::now();
     model
-        .forward(&mut [SeqInput { tokens: &p, cache: &mut cache }], ws, LogitsFor::LastToken)
+        .forward(
+            &mut [SeqInput {
+                tokens: &p,
+                cache: &mut cache,
+            }],
+            ws,
+            LogitsFor::LastToken,
+        )
         .expect("prefill");
     start.elapsed().as_secs_f64()
 }
@@ -75,20 +94,35 @@ fn candlelight(model: &Llama) -> Figures {
     let prefill = PREFILL_TOKENS as f64 / best(3, || prefill_secs(model, &mut ws));
     let aggregate = LEVELS
         .iter()
-        .map(|&n| (n, (n * AGG_STEPS) as f64 / best(2, || decode_secs(model, n, AGG_STEPS, &mut ws))))
+        .map(|&n| {
+            (
+                n,
+                (n * AGG_STEPS) as f64 / best(2, || decode_secs(model, n, AGG_STEPS, &mut ws)),
+            )
+        })
         .collect();
-    Figures { decode, prefill, aggregate }
+    Figures {
+        decode,
+        prefill,
+        aggregate,
+    }
 }
 
 fn llama_cpp(model: &str, threads: usize) -> Option<Figures> {
-    let python = std::env::var("LLAMA_CPP_PYTHON").unwrap_or_else(|_| ".venv-bench/bin/python".into());
+    let python =
+        std::env::var("LLAMA_CPP_PYTHON").unwrap_or_else(|_| ".venv-bench/bin/python".into());
     let out = Command::new(&python)
         .args(["benches/llama_cpp_bench.py", model, &threads.to_string()])
         .output()
-        .map_err(|e| eprintln!("llama.cpp baseline not run ({python}: {e}); run scripts/bench-setup.sh"))
+        .map_err(|e| {
+            eprintln!("llama.cpp baseline not run ({python}: {e}); run scripts/bench-setup.sh")
+        })
         .ok()?;
     if !out.status.success() {
-        eprintln!("llama.cpp baseline failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "llama.cpp baseline failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let line = String::from_utf8_lossy(&out.stdout);
@@ -113,11 +147,15 @@ fn candle_stock(path: &std::path::Path) -> Option<(f64, f64)> {
     let mut model = ModelWeights::from_gguf(content, &mut file, &dev).ok()?;
     let p = prompt();
     let run_decode = |model: &mut ModelWeights| -> f64 {
-        let input = Tensor::new(p.as_slice(), &dev).and_then(|t| t.unsqueeze(0)).expect("input");
+        let input = Tensor::new(p.as_slice(), &dev)
+            .and_then(|t| t.unsqueeze(0))
+            .expect("input");
         model.forward(&input, 0).expect("prefill");
         let start = Instant::now();
         for i in 0..DECODE_TOKENS {
-            let input = Tensor::new(&[504u32], &dev).and_then(|t| t.unsqueeze(0)).expect("input");
+            let input = Tensor::new(&[504u32], &dev)
+                .and_then(|t| t.unsqueeze(0))
+                .expect("input");
             model.forward(&input, p.len() + i).expect("decode");
         }
         start.elapsed().as_secs_f64()
@@ -126,7 +164,9 @@ fn candle_stock(path: &std::path::Path) -> Option<(f64, f64)> {
         .chain((0..PREFILL_TOKENS - 1).map(|i| 504 + (i % 300) as u32))
         .collect();
     let run_prefill = |model: &mut ModelWeights| -> f64 {
-        let input = Tensor::new(long.as_slice(), &dev).and_then(|t| t.unsqueeze(0)).expect("input");
+        let input = Tensor::new(long.as_slice(), &dev)
+            .and_then(|t| t.unsqueeze(0))
+            .expect("input");
         let start = Instant::now();
         model.forward(&input, 0).expect("prefill");
         start.elapsed().as_secs_f64()
@@ -142,13 +182,21 @@ fn candle_stock(_: &std::path::Path) -> Option<(f64, f64)> {
 }
 
 fn main() {
-    let threads: usize = std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let threads: usize = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
     let path = PathBuf::from(
-        std::env::var("CANDLELIGHT_MODEL").unwrap_or_else(|_| "models/SmolLM2-135M-Instruct.Q4_1.gguf".into()),
+        std::env::var("CANDLELIGHT_MODEL")
+            .unwrap_or_else(|_| "models/SmolLM2-135M-Instruct.Q4_1.gguf".into()),
     );
     kernels::init_thread_pool(threads).expect("thread pool");
     let loaded = LoadedModel::load(&path).expect("model loads");
-    eprintln!("candlelight: {} threads, SIMD {}", kernels::num_threads(), kernels::simd_level());
+    eprintln!(
+        "candlelight: {} threads, SIMD {}",
+        kernels::num_threads(),
+        kernels::simd_level()
+    );
     let ours = candlelight(&loaded.model);
     drop(loaded);
     let stock = candle_stock(&path);
@@ -156,7 +204,10 @@ fn main() {
 
     let fmt_ratio = |a: f64, b: Option<f64>| b.map_or("-".to_owned(), |b| format!("{:.2}x", a / b));
     let fmt_val = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
-    println!("\nengine bench: {} on {threads} threads (tokens/s; ratio = candlelight / other)\n", path.display());
+    println!(
+        "\nengine bench: {} on {threads} threads (tokens/s; ratio = candlelight / other)\n",
+        path.display()
+    );
     println!("| figure | candlelight | llama.cpp | ratio vs llama.cpp | candle stock | ratio vs candle |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     println!(
@@ -176,7 +227,9 @@ fn main() {
         fmt_ratio(ours.prefill, stock.map(|s| s.1)),
     );
     for (n, v) in &ours.aggregate {
-        let theirs = base.as_ref().and_then(|b| b.aggregate.iter().find(|(m, _)| m == n).map(|x| x.1));
+        let theirs = base
+            .as_ref()
+            .and_then(|b| b.aggregate.iter().find(|(m, _)| m == n).map(|x| x.1));
         println!(
             "| aggregate decode, {n} sequences | {v:.1} | {} | {} | - | - |",
             fmt_val(theirs),
@@ -184,7 +237,12 @@ fn main() {
         );
     }
     if let Some(b) = &base {
-        let agg16 = ours.aggregate.iter().find(|(n, _)| *n == 16).map(|x| x.1).unwrap_or(0.0);
+        let agg16 = ours
+            .aggregate
+            .iter()
+            .find(|(n, _)| *n == 16)
+            .map(|x| x.1)
+            .unwrap_or(0.0);
         println!(
             "\naggregate decode at 16 sequences / llama.cpp single-stream decode: {:.2}x",
             agg16 / b.decode

@@ -10,7 +10,11 @@ use crate::engine::SchedulerLimits;
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 #[derive(Debug, Parser)]
-#[command(name = "candlelight", version, about = "An LLM inference server you can see inside")]
+#[command(
+    name = "candlelight",
+    version,
+    about = "An LLM inference server you can see inside"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -88,10 +92,7 @@ impl ServeConfig {
     pub fn limits(&self, context_length: usize) -> SchedulerLimits {
         SchedulerLimits {
             max_batch_size: self.max_batch_size.max(1),
-            max_total_tokens: self
-                .max_total_tokens
-                .unwrap_or(4 * context_length)
-                .max(1),
+            max_total_tokens: self.max_total_tokens.unwrap_or(4 * context_length).max(1),
             max_prefill_tokens: self.max_prefill_tokens.max(1),
             max_queue: self.max_queue,
         }

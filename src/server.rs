@@ -59,8 +59,12 @@ pub async fn serve(
     let telemetry = if config.telemetry.no_telemetry {
         Telemetry::disabled()
     } else {
-        Telemetry::init(&telemetry_config(&config), &model_name, config.max_batch_size)
-            .context("starting telemetry")?
+        Telemetry::init(
+            &telemetry_config(&config),
+            &model_name,
+            config.max_batch_size,
+        )
+        .context("starting telemetry")?
     };
     let state = AppState::new(config.clone(), model_name, telemetry.clone());
 
@@ -146,4 +150,3 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
-

@@ -52,13 +52,23 @@ async fn a_greedy_chat_completion_reads_like_llama_cpps() {
         }),
     )
     .await;
-    let text = v["choices"][0]["message"]["content"].as_str().expect("content");
-    let want: Vec<&str> = haiku["greedy_text"].as_str().expect("text").split_whitespace().take(4).collect();
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("content");
+    let want: Vec<&str> = haiku["greedy_text"]
+        .as_str()
+        .expect("text")
+        .split_whitespace()
+        .take(4)
+        .collect();
     let got: Vec<&str> = text.split_whitespace().take(4).collect();
     assert_eq!(got, want, "full text: {text:?}");
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
-    assert_eq!(v["usage"]["prompt_tokens"], haiku["prompt_ids"].as_array().map(Vec::len).unwrap_or(0));
+    assert_eq!(
+        v["usage"]["prompt_tokens"],
+        haiku["prompt_ids"].as_array().map(Vec::len).unwrap_or(0)
+    );
     assert!(v["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0);
 }
 
@@ -100,8 +110,13 @@ async fn generate_and_generate_stream_agree_and_report_details() {
     let details = &v["details"];
     assert!(["length", "eos_token"].contains(&details["finish_reason"].as_str().unwrap_or("")));
     let tokens = details["tokens"].as_array().expect("tokens");
-    assert_eq!(tokens.len() as u64, details["generated_tokens"].as_u64().expect("count"));
-    assert!(tokens.iter().all(|t| t["logprob"].as_f64().is_some_and(|l| l <= 0.0)));
+    assert_eq!(
+        tokens.len() as u64,
+        details["generated_tokens"].as_u64().expect("count")
+    );
+    assert!(tokens
+        .iter()
+        .all(|t| t["logprob"].as_f64().is_some_and(|l| l <= 0.0)));
     assert_eq!(details["top_tokens"][0].as_array().map(Vec::len), Some(3));
     // Greedy: the top alternative is the chosen token.
     assert_eq!(details["top_tokens"][0][0]["id"], tokens[0]["id"]);
@@ -109,7 +124,12 @@ async fn generate_and_generate_stream_agree_and_report_details() {
     let events = common::sse_data(post("/generate_stream", body).await).await;
     let streamed: String = events
         .iter()
-        .map(|e| serde_json::from_str::<Value>(e).expect("JSON")["token"]["text"].as_str().unwrap_or("").to_owned())
+        .map(|e| {
+            serde_json::from_str::<Value>(e).expect("JSON")["token"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .collect();
     assert_eq!(streamed, v["generated_text"].as_str().expect("text"));
 }
@@ -141,22 +161,37 @@ async fn a_stop_sequence_ends_the_text_before_it() {
 #[tokio::test]
 async fn openai_streams_end_with_usage_and_done() {
     for (path, body) in [
-        ("/v1/completions", json!({"prompt": "Hello", "max_tokens": 8, "ignore_eos": true})),
-        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8, "ignore_eos": true})),
+        (
+            "/v1/completions",
+            json!({"prompt": "Hello", "max_tokens": 8, "ignore_eos": true}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8, "ignore_eos": true}),
+        ),
     ] {
         let mut body = body;
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
         let r = post(path, body).await;
         assert_eq!(r.status(), 200);
-        assert!(r.headers()["content-type"].to_str().unwrap_or("").starts_with("text/event-stream"));
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/event-stream"));
         let data = common::sse_data(r).await;
         assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{path}");
         let usage: Value = serde_json::from_str(&data[data.len() - 2]).expect("usage chunk");
         assert_eq!(usage["choices"], json!([]));
         assert_eq!(usage["usage"]["completion_tokens"], 8);
-        let chunks: Vec<Value> = data[..data.len() - 2].iter().map(|d| serde_json::from_str(d).expect("chunk")).collect();
-        let finish = chunks.iter().filter_map(|c| c["choices"][0]["finish_reason"].as_str()).collect::<Vec<_>>();
+        let chunks: Vec<Value> = data[..data.len() - 2]
+            .iter()
+            .map(|d| serde_json::from_str(d).expect("chunk"))
+            .collect();
+        let finish = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+            .collect::<Vec<_>>();
         assert_eq!(finish, vec!["length"], "{path}");
     }
 }
@@ -168,11 +203,22 @@ async fn logprobs_are_reported_in_openai_shapes() {
         json!({"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4, "logprobs": true, "top_logprobs": 2}),
     )
     .await;
-    let content = v["choices"][0]["logprobs"]["content"].as_array().expect("logprobs");
+    let content = v["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .expect("logprobs");
     assert!(!content.is_empty());
     assert_eq!(content[0]["top_logprobs"].as_array().map(Vec::len), Some(2));
-    let v = post_json("/v1/completions", json!({"prompt": "Hi", "max_tokens": 3, "logprobs": 2})).await;
-    assert_eq!(v["choices"][0]["logprobs"]["token_logprobs"].as_array().map(Vec::len), Some(3));
+    let v = post_json(
+        "/v1/completions",
+        json!({"prompt": "Hi", "max_tokens": 3, "logprobs": 2}),
+    )
+    .await;
+    assert_eq!(
+        v["choices"][0]["logprobs"]["token_logprobs"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
 }
 
 #[tokio::test]
@@ -192,7 +238,10 @@ async fn a_client_that_disconnects_frees_its_sequence() {
         if i["running_requests"] == 0 && i["kv_cache_used_bytes"] == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "sequence still running after disconnect: {i}");
+        assert!(
+            Instant::now() < deadline,
+            "sequence still running after disconnect: {i}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -205,9 +254,16 @@ async fn info_models_health_and_tokenize_describe_the_server() {
     assert_eq!(i["max_context"], 8192);
     assert!(i["limits"]["max_batch_size"].as_u64().is_some());
     assert!(i["version"].is_string());
-    let m: Value = reqwest::get(format!("{}/v1/models", base())).await.expect("models").json().await.expect("JSON");
+    let m: Value = reqwest::get(format!("{}/v1/models", base()))
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("JSON");
     assert_eq!(m["data"][0]["id"], "SmolLM2-135M-Instruct");
-    let h = reqwest::get(format!("{}/health", base())).await.expect("health");
+    let h = reqwest::get(format!("{}/health", base()))
+        .await
+        .expect("health");
     assert_eq!(h.status(), 200);
     let t = post_json("/tokenize", json!({"inputs": "Hello, world!"})).await;
     assert_eq!(t["ids"], json!([19556, 28, 905, 17]));

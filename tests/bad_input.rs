@@ -14,7 +14,13 @@ struct Case {
     names: &'static str,
 }
 
-fn case(name: &'static str, path: &'static str, body: Value, status: u16, names: &'static str) -> Case {
+fn case(
+    name: &'static str,
+    path: &'static str,
+    body: Value,
+    status: u16,
+    names: &'static str,
+) -> Case {
     Case {
         name,
         path,
@@ -24,7 +30,13 @@ fn case(name: &'static str, path: &'static str, body: Value, status: u16, names:
     }
 }
 
-fn raw(name: &'static str, path: &'static str, body: &str, status: u16, names: &'static str) -> Case {
+fn raw(
+    name: &'static str,
+    path: &'static str,
+    body: &str,
+    status: u16,
+    names: &'static str,
+) -> Case {
     Case {
         name,
         path,
@@ -37,31 +49,181 @@ fn raw(name: &'static str, path: &'static str, body: &str, status: u16, names: &
 fn cases() -> Vec<Case> {
     let too_long_prompt = "hello ".repeat(9000);
     vec![
-        raw("malformed JSON", "/generate", "{\"inputs\": \"hi\", ", 400, "request body"),
-        raw("not JSON at all", "/v1/completions", "prompt=hi", 400, "request body"),
-        raw("NaN is not JSON", "/generate", r#"{"inputs":"hi","parameters":{"temperature":NaN}}"#, 400, "parameters.temperature"),
-        case("missing inputs", "/generate", json!({"parameters": {}}), 422, "inputs"),
-        case("missing prompt", "/v1/completions", json!({"max_tokens": 3}), 422, "prompt"),
-        case("missing messages", "/v1/chat/completions", json!({"model": "SmolLM2-135M-Instruct"}), 422, "messages"),
-        case("wrongly typed max_new_tokens", "/generate", json!({"inputs": "hi", "parameters": {"max_new_tokens": "ten"}}), 422, "parameters.max_new_tokens"),
-        case("wrongly typed messages", "/v1/chat/completions", json!({"messages": "hi"}), 422, "messages"),
-        case("negative top_k", "/generate", json!({"inputs": "hi", "parameters": {"top_k": -1}}), 422, "parameters.top_k"),
-        case("negative max_tokens", "/v1/completions", json!({"prompt": "hi", "max_tokens": -5}), 422, "max_tokens"),
-        case("empty inputs", "/generate", json!({"inputs": ""}), 422, "inputs"),
-        case("empty prompt", "/v1/completions", json!({"prompt": ""}), 422, "prompt"),
-        case("no messages", "/v1/chat/completions", json!({"messages": []}), 422, "messages"),
-        case("prompt longer than the context", "/generate", json!({"inputs": too_long_prompt}), 422, "inputs"),
-        case("max_new_tokens over the context", "/generate", json!({"inputs": "hi", "parameters": {"max_new_tokens": 100000}}), 422, "parameters.max_new_tokens"),
-        case("max_tokens over the context", "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 9000}), 422, "max_tokens"),
-        case("zero max_new_tokens", "/generate", json!({"inputs": "hi", "parameters": {"max_new_tokens": 0}}), 422, "parameters.max_new_tokens"),
-        case("negative temperature", "/generate", json!({"inputs": "hi", "parameters": {"temperature": -0.5}}), 422, "parameters.temperature"),
-        case("negative temperature (OpenAI)", "/v1/completions", json!({"prompt": "hi", "temperature": -1}), 422, "temperature"),
-        case("top_p above one", "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "top_p": 1.5}), 422, "top_p"),
-        case("negative repetition penalty", "/generate", json!({"inputs": "hi", "parameters": {"repetition_penalty": -1.0}}), 422, "parameters.repetition_penalty"),
-        case("too many alternatives", "/generate", json!({"inputs": "hi", "parameters": {"top_n_tokens": 500}}), 422, "parameters.top_n_tokens"),
-        case("n > 1", "/v1/completions", json!({"prompt": "hi", "n": 3}), 422, "n"),
-        case("unknown model", "/v1/chat/completions", json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}), 400, "model"),
-        case("unknown model (completions)", "/v1/completions", json!({"model": "nope", "prompt": "hi"}), 400, "model"),
+        raw(
+            "malformed JSON",
+            "/generate",
+            "{\"inputs\": \"hi\", ",
+            400,
+            "request body",
+        ),
+        raw(
+            "not JSON at all",
+            "/v1/completions",
+            "prompt=hi",
+            400,
+            "request body",
+        ),
+        raw(
+            "NaN is not JSON",
+            "/generate",
+            r#"{"inputs":"hi","parameters":{"temperature":NaN}}"#,
+            400,
+            "parameters.temperature",
+        ),
+        case(
+            "missing inputs",
+            "/generate",
+            json!({"parameters": {}}),
+            422,
+            "inputs",
+        ),
+        case(
+            "missing prompt",
+            "/v1/completions",
+            json!({"max_tokens": 3}),
+            422,
+            "prompt",
+        ),
+        case(
+            "missing messages",
+            "/v1/chat/completions",
+            json!({"model": "SmolLM2-135M-Instruct"}),
+            422,
+            "messages",
+        ),
+        case(
+            "wrongly typed max_new_tokens",
+            "/generate",
+            json!({"inputs": "hi", "parameters": {"max_new_tokens": "ten"}}),
+            422,
+            "parameters.max_new_tokens",
+        ),
+        case(
+            "wrongly typed messages",
+            "/v1/chat/completions",
+            json!({"messages": "hi"}),
+            422,
+            "messages",
+        ),
+        case(
+            "negative top_k",
+            "/generate",
+            json!({"inputs": "hi", "parameters": {"top_k": -1}}),
+            422,
+            "parameters.top_k",
+        ),
+        case(
+            "negative max_tokens",
+            "/v1/completions",
+            json!({"prompt": "hi", "max_tokens": -5}),
+            422,
+            "max_tokens",
+        ),
+        case(
+            "empty inputs",
+            "/generate",
+            json!({"inputs": ""}),
+            422,
+            "inputs",
+        ),
+        case(
+            "empty prompt",
+            "/v1/completions",
+            json!({"prompt": ""}),
+            422,
+            "prompt",
+        ),
+        case(
+            "no messages",
+            "/v1/chat/completions",
+            json!({"messages": []}),
+            422,
+            "messages",
+        ),
+        case(
+            "prompt longer than the context",
+            "/generate",
+            json!({"inputs": too_long_prompt}),
+            422,
+            "inputs",
+        ),
+        case(
+            "max_new_tokens over the context",
+            "/generate",
+            json!({"inputs": "hi", "parameters": {"max_new_tokens": 100000}}),
+            422,
+            "parameters.max_new_tokens",
+        ),
+        case(
+            "max_tokens over the context",
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 9000}),
+            422,
+            "max_tokens",
+        ),
+        case(
+            "zero max_new_tokens",
+            "/generate",
+            json!({"inputs": "hi", "parameters": {"max_new_tokens": 0}}),
+            422,
+            "parameters.max_new_tokens",
+        ),
+        case(
+            "negative temperature",
+            "/generate",
+            json!({"inputs": "hi", "parameters": {"temperature": -0.5}}),
+            422,
+            "parameters.temperature",
+        ),
+        case(
+            "negative temperature (OpenAI)",
+            "/v1/completions",
+            json!({"prompt": "hi", "temperature": -1}),
+            422,
+            "temperature",
+        ),
+        case(
+            "top_p above one",
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "top_p": 1.5}),
+            422,
+            "top_p",
+        ),
+        case(
+            "negative repetition penalty",
+            "/generate",
+            json!({"inputs": "hi", "parameters": {"repetition_penalty": -1.0}}),
+            422,
+            "parameters.repetition_penalty",
+        ),
+        case(
+            "too many alternatives",
+            "/generate",
+            json!({"inputs": "hi", "parameters": {"top_n_tokens": 500}}),
+            422,
+            "parameters.top_n_tokens",
+        ),
+        case(
+            "n > 1",
+            "/v1/completions",
+            json!({"prompt": "hi", "n": 3}),
+            422,
+            "n",
+        ),
+        case(
+            "unknown model",
+            "/v1/chat/completions",
+            json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}),
+            400,
+            "model",
+        ),
+        case(
+            "unknown model (completions)",
+            "/v1/completions",
+            json!({"model": "nope", "prompt": "hi"}),
+            400,
+            "model",
+        ),
     ]
 }
 
@@ -74,13 +236,20 @@ async fn send(base: &str, path: &str, body: Vec<u8>) -> (u16, Option<String>, Va
         .await
         .expect("request");
     let status = r.status().as_u16();
-    let ctype = r.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let ctype = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body: Value = r.json().await.unwrap_or(Value::Null);
     (status, ctype, body)
 }
 
 fn message(body: &Value) -> &str {
-    body["error"]["message"].as_str().or_else(|| body["error"].as_str()).unwrap_or("")
+    body["error"]["message"]
+        .as_str()
+        .or_else(|| body["error"].as_str())
+        .unwrap_or("")
 }
 
 #[tokio::test]
@@ -91,7 +260,12 @@ async fn bad_requests_get_json_errors_naming_the_field_and_the_server_keeps_serv
         assert_eq!(status, c.status, "{}: {body}", c.name);
         assert_eq!(ctype.as_deref(), Some("application/json"), "{}", c.name);
         let msg = message(&body);
-        assert!(msg.contains(c.names), "{}: message {msg:?} should name {:?}", c.name, c.names);
+        assert!(
+            msg.contains(c.names),
+            "{}: message {msg:?} should name {:?}",
+            c.name,
+            c.names
+        );
     }
 
     // An oversized body is refused with 413 before it is parsed.
@@ -108,12 +282,18 @@ async fn bad_requests_get_json_errors_naming_the_field_and_the_server_keeps_serv
     let (status, _, body) = send(
         base,
         "/generate",
-        serde_json::to_vec(&json!({"inputs": "Hello", "parameters": {"max_new_tokens": 4}})).expect("JSON"),
+        serde_json::to_vec(&json!({"inputs": "Hello", "parameters": {"max_new_tokens": 4}}))
+            .expect("JSON"),
     )
     .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["generated_text"].is_string());
-    let info: Value = reqwest::get(format!("{base}/info")).await.expect("info").json().await.expect("JSON");
+    let info: Value = reqwest::get(format!("{base}/info"))
+        .await
+        .expect("info")
+        .json()
+        .await
+        .expect("JSON");
     assert_eq!(info["running_requests"], 0);
     assert_eq!(info["kv_cache_used_bytes"], 0);
 }

@@ -95,7 +95,9 @@ fn teacher_forced_greedy_tracks_llama_cpp() {
         .collect();
     for c in &cases {
         assert_eq!(
-            m.tokenizer.encode(&c.rendered_prompt, true).expect("encode"),
+            m.tokenizer
+                .encode(&c.rendered_prompt, true)
+                .expect("encode"),
             c.prompt_ids
         );
     }
@@ -140,7 +142,9 @@ fn teacher_forced_greedy_tracks_llama_cpp() {
     // Decode: each live sequence is fed its previous reference token.
     let longest = targets.iter().map(Vec::len).max().unwrap_or(0);
     for step in 1..longest {
-        let live: Vec<usize> = (0..cases.len()).filter(|&i| step < targets[i].len()).collect();
+        let live: Vec<usize> = (0..cases.len())
+            .filter(|&i| step < targets[i].len())
+            .collect();
         let mut inputs: Vec<SeqInput<'_>> = Vec::new();
         for (i, cache) in caches.iter_mut().enumerate() {
             if live.contains(&i) {
@@ -154,11 +158,19 @@ fn teacher_forced_greedy_tracks_llama_cpp() {
             .forward(&mut inputs, &mut ws, LogitsFor::LastToken)
             .expect("decode");
         for (row, &i) in live.iter().enumerate() {
-            check(&ws.logits[row * vocab..(row + 1) * vocab], targets[i][step], i, step);
+            check(
+                &ws.logits[row * vocab..(row + 1) * vocab],
+                targets[i][step],
+                i,
+                step,
+            );
         }
     }
     let rate = top1 as f64 / steps as f64;
-    eprintln!("teacher forcing: top-1 {top1}/{steps} = {:.1}%, worst rank {worst_rank}", rate * 100.0);
+    eprintln!(
+        "teacher forcing: top-1 {top1}/{steps} = {:.1}%, worst rank {worst_rank}",
+        rate * 100.0
+    );
     assert!(rate >= 0.95, "top-1 agreement {:.1}% < 95%", rate * 100.0);
 }
 
@@ -166,13 +178,19 @@ fn teacher_forced_greedy_tracks_llama_cpp() {
 #[test]
 fn prefill_and_decode_agree() {
     let m = load();
-    let prompt = m.tokenizer.encode("The quick brown fox jumps over", true).expect("encode");
+    let prompt = m
+        .tokenizer
+        .encode("The quick brown fox jumps over", true)
+        .expect("encode");
     let vocab = m.model.config().vocab_size;
     let mut ws = Workspace::default();
     let mut a = m.model.new_cache(prompt.len());
     m.model
         .forward(
-            &mut [SeqInput { tokens: &prompt, cache: &mut a }],
+            &mut [SeqInput {
+                tokens: &prompt,
+                cache: &mut a,
+            }],
             &mut ws,
             LogitsFor::AllTokens,
         )
@@ -182,7 +200,10 @@ fn prefill_and_decode_agree() {
     for (i, t) in prompt.iter().enumerate() {
         m.model
             .forward(
-                &mut [SeqInput { tokens: std::slice::from_ref(t), cache: &mut b }],
+                &mut [SeqInput {
+                    tokens: std::slice::from_ref(t),
+                    cache: &mut b,
+                }],
                 &mut ws,
                 LogitsFor::LastToken,
             )

@@ -6,7 +6,13 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn requests_beyond_the_queue_get_429_with_retry_after() {
-    let server = common::server_with(&["--no-telemetry", "--max-batch-size", "1", "--max-queue", "1"]);
+    let server = common::server_with(&[
+        "--no-telemetry",
+        "--max-batch-size",
+        "1",
+        "--max-queue",
+        "1",
+    ]);
     let base = server.base.clone();
     let body = json!({"inputs": "Tell me a long story", "parameters": {"max_new_tokens": 64, "ignore_eos": true}});
     let tasks: Vec<_> = (0..6)
@@ -20,7 +26,10 @@ async fn requests_beyond_the_queue_get_429_with_retry_after() {
                     .await
                     .expect("request");
                 let status = r.status().as_u16();
-                let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap_or("").to_owned());
+                let retry = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap_or("").to_owned());
                 let body: Value = r.json().await.expect("JSON");
                 (status, retry, body)
             })
@@ -34,7 +43,10 @@ async fn requests_beyond_the_queue_get_429_with_retry_after() {
             200 => ok += 1,
             429 => {
                 refused += 1;
-                assert!(retry.is_some_and(|r| r.parse::<u64>().is_ok()), "Retry-After seconds");
+                assert!(
+                    retry.is_some_and(|r| r.parse::<u64>().is_ok()),
+                    "Retry-After seconds"
+                );
                 assert_eq!(body["error_type"], "queue_full");
                 assert!(body["error"].as_str().unwrap_or("").contains("queue"));
             }

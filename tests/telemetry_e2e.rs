@@ -149,7 +149,7 @@ async fn first_wave(client: &reqwest::Client, base: &str) -> anyhow::Result<()> 
 /// Concurrent requests (batched together) and a validation error.
 async fn second_wave(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let one = |i: usize| {
-        let body = json!({"model": MODEL, "prompt": format!("Count to {i}:"), "max_tokens": 16, "ignore_eos": true, "stream": i % 2 == 0});
+        let body = json!({"model": MODEL, "prompt": format!("Count to {i}:"), "max_tokens": 16, "ignore_eos": true, "stream": i.is_multiple_of(2)});
         client
             .post(format!("{base}/v1/completions"))
             .json(&body)

@@ -32,9 +32,12 @@ impl ChatTemplate {
     ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(JinjaErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(JinjaErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_template_owned("chat", source.unwrap_or(CHATML).to_owned())
             .map_err(|e| TemplateError(e.to_string()))?;
         Ok(Self {
@@ -73,7 +76,10 @@ mod tests {
                 content: "Hi".into(),
             }])
             .expect("render");
-        assert_eq!(out, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            out,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]

@@ -128,7 +128,10 @@ fn render_and_tokenize(
         }
         Prompt::Text(t) => t.clone(),
         Prompt::Chat(messages) if messages.is_empty() => {
-            return Err(ApiError::field("messages", "must hold at least one message"))
+            return Err(ApiError::field(
+                "messages",
+                "must hold at least one message",
+            ))
         }
         Prompt::Chat(messages) => app
             .chat_template()?

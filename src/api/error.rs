@@ -136,8 +136,10 @@ impl IntoResponse for ApiError {
         };
         let mut resp = (status, Json(body)).into_response();
         if self.kind == ErrorKind::QueueFull {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         resp
     }

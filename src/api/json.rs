@@ -86,7 +86,11 @@ mod tests {
         let e = parse::<Outer>(br#"{"inputs":"x","parameters":{"temperature":"hot"}}"#)
             .expect_err("wrong type");
         assert_eq!(e.kind, ErrorKind::Schema);
-        assert!(e.message.starts_with("parameters.temperature:"), "{}", e.message);
+        assert!(
+            e.message.starts_with("parameters.temperature:"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

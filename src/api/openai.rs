@@ -90,7 +90,9 @@ impl CommonParams {
     }
 
     fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
     }
 }
 
@@ -230,7 +232,13 @@ pub async fn completions(
     )?;
     let id = format!("cmpl-{}", app.next_response_id());
     if req.common.stream {
-        return Ok(sse(d, id, app.model_name().to_owned(), Kind::Completion, req.common.include_usage()));
+        return Ok(sse(
+            d,
+            id,
+            app.model_name().to_owned(),
+            Kind::Completion,
+            req.common.include_usage(),
+        ));
     }
     let prompt_tokens = d.prompt_tokens;
     let c = collect(d).await.map_err(|e| e.flavor(Flavor::OpenAi))?;
@@ -273,7 +281,11 @@ pub async fn chat_completions(
             },
         })
         .collect();
-    let top = if req.logprobs { req.top_logprobs.unwrap_or(0) } else { 0 };
+    let top = if req.logprobs {
+        req.top_logprobs.unwrap_or(0)
+    } else {
+        0
+    };
     let d = dispatch(
         &app,
         DispatchArgs {
@@ -292,11 +304,19 @@ pub async fn chat_completions(
         logprobs: req.logprobs,
     };
     if req.common.stream {
-        return Ok(sse(d, id, app.model_name().to_owned(), kind, req.common.include_usage()));
+        return Ok(sse(
+            d,
+            id,
+            app.model_name().to_owned(),
+            kind,
+            req.common.include_usage(),
+        ));
     }
     let prompt_tokens = d.prompt_tokens;
     let c = collect(d).await.map_err(|e| e.flavor(Flavor::OpenAi))?;
-    let logprobs = req.logprobs.then(|| json!({ "content": chat_logprobs(&c.tokens) }));
+    let logprobs = req
+        .logprobs
+        .then(|| json!({ "content": chat_logprobs(&c.tokens) }));
     Ok(Json(json!({
         "id": id,
         "object": "chat.completion",
@@ -398,7 +418,10 @@ impl ChunkState {
         if let Some(f) = finish {
             self.finished = true;
             if self.include_usage {
-                let ev = self.chunk(Value::Null, Some(usage(f.prompt_tokens, f.generated_tokens)));
+                let ev = self.chunk(
+                    Value::Null,
+                    Some(usage(f.prompt_tokens, f.generated_tokens)),
+                );
                 self.pending.push_back(ev);
             }
             self.pending.push_back(Event::default().data("[DONE]"));

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{GenerationEvent, Token};
 
-
 use super::dispatch::{collect, dispatch, DispatchArgs, Dispatched, Operation, Prompt};
 use super::error::{ApiError, Flavor};
 use super::json::{JsonBody, WireRequest};

@@ -72,7 +72,9 @@ pub struct Validated {
 fn finite_at_least(field: &str, v: Option<f32>, min: f32, strict: bool) -> Result<(), ApiError> {
     match v {
         Some(x) if !x.is_finite() => Err(ApiError::field(field, "must be a finite number")),
-        Some(x) if strict && x <= min => Err(ApiError::field(field, format!("must be > {min}, got {x}"))),
+        Some(x) if strict && x <= min => {
+            Err(ApiError::field(field, format!("must be > {min}, got {x}")))
+        }
         Some(x) if x < min => Err(ApiError::field(field, format!("must be >= {min}, got {x}"))),
         _ => Ok(()),
     }
@@ -124,7 +126,10 @@ pub fn validate(
     finite_at_least(names.repetition_penalty, raw.repetition_penalty, 0.0, true)?;
     finite_at_least(names.top_p, raw.top_p, 0.0, true)?;
     if let Some(p) = raw.top_p.filter(|p| *p > 1.0) {
-        return Err(ApiError::field(names.top_p, format!("must be in (0, 1], got {p}")));
+        return Err(ApiError::field(
+            names.top_p,
+            format!("must be in (0, 1], got {p}"),
+        ));
     }
     if raw.stop.len() > MAX_STOP_SEQUENCES {
         return Err(ApiError::field(
@@ -133,7 +138,10 @@ pub fn validate(
         ));
     }
     if raw.stop.iter().any(|s| s.is_empty()) {
-        return Err(ApiError::field(names.stop, "stop sequences must not be empty"));
+        return Err(ApiError::field(
+            names.stop,
+            "stop sequences must not be empty",
+        ));
     }
     if raw.top_n_tokens > MAX_TOP_N_TOKENS {
         return Err(ApiError::field(
@@ -182,20 +190,85 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let cases = [
-            (RawParams { temperature: Some(-1.0), ..Default::default() }, 5, "parameters.temperature"),
-            (RawParams { temperature: Some(f32::NAN), ..Default::default() }, 5, "parameters.temperature"),
-            (RawParams { top_p: Some(1.5), ..Default::default() }, 5, "parameters.top_p"),
-            (RawParams { top_p: Some(0.0), ..Default::default() }, 5, "parameters.top_p"),
-            (RawParams { repetition_penalty: Some(0.0), ..Default::default() }, 5, "parameters.repetition_penalty"),
-            (RawParams { max_new_tokens: Some(0), ..Default::default() }, 5, "parameters.max_new_tokens"),
-            (RawParams { max_new_tokens: Some(101), ..Default::default() }, 5, "parameters.max_new_tokens"),
-            (RawParams { max_new_tokens: Some(96), ..Default::default() }, 5, "parameters.max_new_tokens"),
+            (
+                RawParams {
+                    temperature: Some(-1.0),
+                    ..Default::default()
+                },
+                5,
+                "parameters.temperature",
+            ),
+            (
+                RawParams {
+                    temperature: Some(f32::NAN),
+                    ..Default::default()
+                },
+                5,
+                "parameters.temperature",
+            ),
+            (
+                RawParams {
+                    top_p: Some(1.5),
+                    ..Default::default()
+                },
+                5,
+                "parameters.top_p",
+            ),
+            (
+                RawParams {
+                    top_p: Some(0.0),
+                    ..Default::default()
+                },
+                5,
+                "parameters.top_p",
+            ),
+            (
+                RawParams {
+                    repetition_penalty: Some(0.0),
+                    ..Default::default()
+                },
+                5,
+                "parameters.repetition_penalty",
+            ),
+            (
+                RawParams {
+                    max_new_tokens: Some(0),
+                    ..Default::default()
+                },
+                5,
+                "parameters.max_new_tokens",
+            ),
+            (
+                RawParams {
+                    max_new_tokens: Some(101),
+                    ..Default::default()
+                },
+                5,
+                "parameters.max_new_tokens",
+            ),
+            (
+                RawParams {
+                    max_new_tokens: Some(96),
+                    ..Default::default()
+                },
+                5,
+                "parameters.max_new_tokens",
+            ),
             (RawParams::default(), 0, "inputs"),
             (RawParams::default(), 100, "inputs"),
-            (RawParams { stop: vec![String::new()], ..Default::default() }, 5, "parameters.stop"),
+            (
+                RawParams {
+                    stop: vec![String::new()],
+                    ..Default::default()
+                },
+                5,
+                "parameters.stop",
+            ),
         ];
         for (raw, prompt, field) in cases {
-            let e = check(raw.clone(), prompt).err().unwrap_or_else(|| panic!("{raw:?} should fail"));
+            let e = check(raw.clone(), prompt)
+                .err()
+                .unwrap_or_else(|| panic!("{raw:?} should fail"));
             assert_eq!(e.param.as_deref(), Some(field), "{}", e.message);
             assert!(e.message.starts_with(field));
         }
@@ -211,9 +284,23 @@ mod tests {
     fn greedy_unless_sampling_is_asked_for() {
         let v = check(RawParams::default(), 5).expect("valid");
         assert!(v.sampling.is_greedy());
-        let v = check(RawParams { top_p: Some(0.9), ..Default::default() }, 5).expect("valid");
+        let v = check(
+            RawParams {
+                top_p: Some(0.9),
+                ..Default::default()
+            },
+            5,
+        )
+        .expect("valid");
         assert!(!v.sampling.is_greedy());
-        let v = check(RawParams { do_sample: Some(true), ..Default::default() }, 5).expect("valid");
+        let v = check(
+            RawParams {
+                do_sample: Some(true),
+                ..Default::default()
+            },
+            5,
+        )
+        .expect("valid");
         assert_eq!(v.sampling.temperature, Some(1.0));
     }
 }

@@ -234,7 +234,10 @@ impl Llama {
     /// Bytes of weights held in memory.
     pub fn weight_bytes(&self) -> usize {
         let mats = self.layers.iter().map(|l| {
-            l.wqkv.size_bytes() + l.wo.size_bytes() + l.w_gate_up.size_bytes() + l.w_down.size_bytes()
+            l.wqkv.size_bytes()
+                + l.wo.size_bytes()
+                + l.w_gate_up.size_bytes()
+                + l.w_down.size_bytes()
         });
         mats.sum::<usize>()
             + self.tok_embd.size_bytes()
@@ -324,7 +327,9 @@ impl Llama {
             {
                 kernels::ops::silu_mul(gu, cfg.n_ff, h);
             }
-            layer.w_down.matmul(&ws.ffn, n, &mut ws.proj, &mut ws.scratch);
+            layer
+                .w_down
+                .matmul(&ws.ffn, n, &mut ws.proj, &mut ws.scratch);
             add_in_place(&mut ws.x, &ws.proj);
         }
         for seq in seqs.iter_mut() {
@@ -393,40 +398,37 @@ impl Llama {
             .collect();
         let qkv = &ws.qkv;
         let rows = &ws.rows;
-        ws.attn
-            .par_chunks_mut(d)
-            .enumerate()
-            .for_each(|(r, out)| {
-                let (s, pos) = rows[r];
-                let (keys, values) = caches[s];
-                let q_row = &qkv[r * qkv_w..r * qkv_w + d];
-                let ctx = pos + 1;
-                SCORES.with(|cell| {
-                    let mut scores = cell.borrow_mut();
-                    scores.resize(ctx, 0.0);
-                    for h in 0..cfg.n_head {
-                        let q = &q_row[h * hd..(h + 1) * hd];
-                        let kvh = h / group;
-                        let mut max = f32::NEG_INFINITY;
-                        for (t, sc) in scores.iter_mut().enumerate() {
-                            let k = &keys[t * kv + kvh * hd..t * kv + (kvh + 1) * hd];
-                            *sc = kernels::ops::dot_f32(q, k) * scale;
-                            max = max.max(*sc);
-                        }
-                        let mut sum = 0.0;
-                        for sc in scores.iter_mut() {
-                            *sc = (*sc - max).exp();
-                            sum += *sc;
-                        }
-                        let o = &mut out[h * hd..(h + 1) * hd];
-                        o.fill(0.0);
-                        for (t, &p) in scores.iter().enumerate() {
-                            let v = &values[t * kv + kvh * hd..t * kv + (kvh + 1) * hd];
-                            kernels::ops::axpy_f32(p / sum, v, o);
-                        }
+        ws.attn.par_chunks_mut(d).enumerate().for_each(|(r, out)| {
+            let (s, pos) = rows[r];
+            let (keys, values) = caches[s];
+            let q_row = &qkv[r * qkv_w..r * qkv_w + d];
+            let ctx = pos + 1;
+            SCORES.with(|cell| {
+                let mut scores = cell.borrow_mut();
+                scores.resize(ctx, 0.0);
+                for h in 0..cfg.n_head {
+                    let q = &q_row[h * hd..(h + 1) * hd];
+                    let kvh = h / group;
+                    let mut max = f32::NEG_INFINITY;
+                    for (t, sc) in scores.iter_mut().enumerate() {
+                        let k = &keys[t * kv + kvh * hd..t * kv + (kvh + 1) * hd];
+                        *sc = kernels::ops::dot_f32(q, k) * scale;
+                        max = max.max(*sc);
                     }
-                });
+                    let mut sum = 0.0;
+                    for sc in scores.iter_mut() {
+                        *sc = (*sc - max).exp();
+                        sum += *sc;
+                    }
+                    let o = &mut out[h * hd..(h + 1) * hd];
+                    o.fill(0.0);
+                    for (t, &p) in scores.iter().enumerate() {
+                        let v = &values[t * kv + kvh * hd..t * kv + (kvh + 1) * hd];
+                        kernels::ops::axpy_f32(p / sum, v, o);
+                    }
+                }
             });
+        });
     }
 }
 

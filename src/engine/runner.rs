@@ -98,7 +98,9 @@ impl Runner {
 
             let admitted = sched.admit();
             if !admitted.is_empty() {
-                self.stats.queued.fetch_sub(admitted.len(), Ordering::Relaxed);
+                self.stats
+                    .queued
+                    .fetch_sub(admitted.len(), Ordering::Relaxed);
                 let new = self.prefill(admitted, &mut ws);
                 running.extend(new);
                 self.retire(&mut sched, &mut running);
@@ -205,7 +207,9 @@ impl Runner {
             return;
         }
         self.stats.last_batch.store(seqs.len(), Ordering::Relaxed);
-        self.stats.peak_batch.fetch_max(seqs.len(), Ordering::Relaxed);
+        self.stats
+            .peak_batch
+            .fetch_max(seqs.len(), Ordering::Relaxed);
         {
             let members: Vec<StepMember<'_>> = seqs
                 .iter()
@@ -304,7 +308,9 @@ impl Runner {
         let per_token = self.model.config().kv_bytes_per_token();
         let used: usize = running.iter().map(|s| s.cache.size_bytes()).sum();
         self.stats.running.store(running.len(), Ordering::Relaxed);
-        self.stats.kv_cache_used_bytes.store(used, Ordering::Relaxed);
+        self.stats
+            .kv_cache_used_bytes
+            .store(used, Ordering::Relaxed);
         self.observer.on_event(&EngineEvent::Load {
             running: running.len(),
             waiting: sched.waiting(),

@@ -6,7 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Validated sampling parameters (the API layer checks ranges).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SamplingParams {
     /// 0 or `None` → greedy.
     pub temperature: Option<f32>,
@@ -17,19 +17,6 @@ pub struct SamplingParams {
     pub seed: u64,
     /// How many alternatives (with log-probabilities) to report per token.
     pub top_n_tokens: usize,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        Self {
-            temperature: None,
-            top_k: None,
-            top_p: None,
-            repetition_penalty: None,
-            seed: 0,
-            top_n_tokens: 0,
-        }
-    }
 }
 
 impl SamplingParams {
@@ -79,7 +66,11 @@ impl Sampler {
         // the raw logits of the tokens the penalty is about to change.
         let mut raw_seen = Vec::new();
         if let Some(penalty) = self.params.repetition_penalty.filter(|p| *p != 1.0) {
-            raw_seen.extend(history.iter().filter_map(|&t| Some((t, *logits.get(t as usize)?))));
+            raw_seen.extend(
+                history
+                    .iter()
+                    .filter_map(|&t| Some((t, *logits.get(t as usize)?))),
+            );
             apply_repetition_penalty(logits, history, penalty);
         }
         let id = if self.params.is_greedy() {
@@ -213,7 +204,7 @@ mod tests {
         let draw = |seed| {
             let mut s = Sampler::new(params(Some(1.0), seed));
             (0..32)
-                .map(|_| s.sample(&mut vec![1.0, 1.1, 0.9, 1.05, 0.95], &[]).id)
+                .map(|_| s.sample(&mut [1.0, 1.1, 0.9, 1.05, 0.95], &[]).id)
                 .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
@@ -227,7 +218,7 @@ mod tests {
             top_k: Some(1),
             ..Default::default()
         });
-        assert_eq!(s.sample(&mut vec![0.0, 5.0, 1.0], &[]).id, 1);
+        assert_eq!(s.sample(&mut [0.0, 5.0, 1.0], &[]).id, 1);
         let mut s = Sampler::new(SamplingParams {
             temperature: Some(1.0),
             top_p: Some(0.5),
@@ -235,7 +226,7 @@ mod tests {
             ..Default::default()
         });
         for _ in 0..20 {
-            assert_eq!(s.sample(&mut vec![0.0, 10.0, 1.0], &[]).id, 1);
+            assert_eq!(s.sample(&mut [0.0, 10.0, 1.0], &[]).id, 1);
         }
     }
 
@@ -252,7 +243,7 @@ mod tests {
             top_n_tokens: 2,
             ..Default::default()
         });
-        let out = s.sample(&mut vec![0.0, 2.0, 1.0], &[]);
+        let out = s.sample(&mut [0.0, 2.0, 1.0], &[]);
         assert_eq!(out.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
         let total: f32 = [0.0f32, 2.0, 1.0].iter().map(|l| l.exp()).sum();
         assert!((out.top[0].1 - (2.0f32.exp() / total).ln()).abs() < 1e-5);

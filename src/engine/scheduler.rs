@@ -38,7 +38,10 @@ pub struct Scheduler<T> {
 pub enum Refusal {
     QueueFull,
     /// Could never run, even alone.
-    TooLarge { budget: usize, limit: usize },
+    TooLarge {
+        budget: usize,
+        limit: usize,
+    },
 }
 
 impl<T: Admittable> Scheduler<T> {
@@ -199,7 +202,10 @@ mod tests {
         s.enqueue(Req(30, 30)).expect("room");
         s.enqueue(Req(1, 1)).expect("room");
         assert_eq!(s.admit(), vec![Req(30, 30)]);
-        assert!(s.admit().is_empty(), "60 + 60 > 100, and the small one waits its turn");
+        assert!(
+            s.admit().is_empty(),
+            "60 + 60 > 100, and the small one waits its turn"
+        );
         s.release(60);
         assert_eq!(s.admit(), vec![Req(30, 30), Req(1, 1)]);
     }

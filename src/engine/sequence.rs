@@ -229,7 +229,10 @@ mod tests {
 
     #[test]
     fn a_stop_sequence_split_across_tokens_is_cut_and_never_shown() {
-        assert_eq!(run(&["\n\n"], &["Paris", ".\n", "\nMore"]), ("Paris.".into(), true));
+        assert_eq!(
+            run(&["\n\n"], &["Paris", ".\n", "\nMore"]),
+            ("Paris.".into(), true)
+        );
         assert_eq!(run(&["END"], &["abcE", "N", "Dxyz"]), ("abc".into(), true));
     }
 

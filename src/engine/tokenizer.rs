@@ -113,10 +113,10 @@ impl Tokenizer {
                 _ => {}
             }
         }
+        with_special.add_special_tokens(special).map_err(tk_err)?;
         with_special
-            .add_special_tokens(special)
+            .add_tokens(user_defined.clone())
             .map_err(tk_err)?;
-        with_special.add_tokens(user_defined.clone()).map_err(tk_err)?;
         plain.add_tokens(user_defined).map_err(tk_err)?;
 
         Ok(Self {

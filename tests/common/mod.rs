@@ -98,7 +98,10 @@ pub fn wait_healthy(base: &str) {
         if status.as_deref() == Some("200") {
             return;
         }
-        assert!(Instant::now() < deadline, "server at {base} never became healthy");
+        assert!(
+            Instant::now() < deadline,
+            "server at {base} never became healthy"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -122,7 +122,7 @@ fn check_blocks(
     block_bytes: usize,
     got: usize,
 ) -> Result<(), KernelError> {
-    if cols % QK != 0 {
+    if !cols.is_multiple_of(QK) {
         return Err(KernelError::ColsNotBlockAligned { format, cols });
     }
     let expected = rows * cols / QK * block_bytes;

@@ -176,7 +176,7 @@ impl Pool {
                 return state;
             }
             spins = spins.saturating_add(1);
-            if spins % 64 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && start.elapsed() > SPIN {
                 break;
             }
             backoff(spins);
