@@ -11,15 +11,19 @@
 # server's own CPU time per generated token (from /proc, robust to neighbours)
 # is reported too: it is the cost telemetry adds.
 #
-# Environment: ROUNDS (4), DURATION (20s), WARMUP (5s), CONCURRENCY (8),
+# AA=1 runs the same bench with telemetry off in both arms: the ratios it
+# prints are the machine's noise floor, to read the real ratios against.
+#
+# Environment: ROUNDS (6), DURATION (15s), WARMUP (3s), AA (0), CONCURRENCY (8),
 # INPUT_LEN (128), OUTPUT_LEN (64), THREADS (all cores), METRIC_INTERVAL_MS
 # (5000: export far more often than the OTel default of 60 s, to be demanding).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-4}
-DURATION=${DURATION:-20s}
-WARMUP=${WARMUP:-5s}
+ROUNDS=${ROUNDS:-6}
+DURATION=${DURATION:-15s}
+WARMUP=${WARMUP:-3s}
+AA=${AA:-0}
 CONCURRENCY=${CONCURRENCY:-8}
 INPUT_LEN=${INPUT_LEN:-128}
 OUTPUT_LEN=${OUTPUT_LEN:-64}
@@ -57,7 +61,7 @@ otlp="http://127.0.0.1:$(value grpc "$work/collector.env")"
 run() { # MODE ROUND
     local mode=$1 round=$2 port flags=()
     port=$(free_port)
-    if [ "$mode" = on ]; then
+    if [ "$mode" = on ] && [ "$AA" != 1 ]; then
         flags=(--otlp-endpoint "$otlp" --otlp-protocol grpc --metric-export-interval-ms "$METRIC_INTERVAL_MS")
     else
         flags=(--no-telemetry)

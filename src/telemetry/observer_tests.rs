@@ -520,3 +520,50 @@ async fn http_layer_sets_a_trace_id_even_when_telemetry_is_off() -> anyhow::Resu
     assert_eq!(id, Some(CLIENT_TRACE));
     Ok(())
 }
+
+/// The engine thread's telemetry cost, free of machine noise:
+/// `cargo test --release -p candlelight --lib observer_cost -- --ignored --nocapture`.
+/// Prints only (no timed assertion); compare with a decode step's duration.
+#[test]
+#[ignore = "prints the observer's cost per engine step"]
+fn observer_cost_per_decode_step() {
+    let (telemetry, _store) = testing::telemetry(8);
+    let reqs: Vec<_> = (0..8)
+        .map(|_| telemetry.start_request(None, info("chat")))
+        .collect();
+    let handles: Vec<SpanHandle> = reqs.iter().map(|r| r.span_handle()).collect();
+    let members: Vec<StepMember<'_>> = (0..)
+        .zip(&handles)
+        .map(|(req, span)| StepMember {
+            req,
+            span,
+            tokens: 1,
+        })
+        .collect();
+    let obs = telemetry.observer();
+    let steps = 20_000;
+    let t = Instant::now();
+    for _ in 0..steps {
+        let now = Instant::now();
+        obs.on_event(&EngineEvent::StepDone {
+            kind: StepKind::Decode,
+            members: &members,
+            tokens: members.len(),
+            started: now,
+            ended: now,
+        });
+        for m in &members {
+            let since_previous = Duration::from_millis(5);
+            obs.on_event(&EngineEvent::Token {
+                req: m.req,
+                span: m.span,
+                since_previous,
+                at: now,
+            });
+        }
+    }
+    let per_step = t.elapsed().as_secs_f64() * 1e6 / f64::from(steps);
+    eprintln!(
+        "observer: {per_step:.2} us per decode step of 8 sequences (step span, 8 links, 8 tokens)"
+    );
+}
