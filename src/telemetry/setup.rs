@@ -25,8 +25,8 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMe
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter,
-    SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData,
+    SpanExporter, SpanProcessor,
 };
 use opentelemetry_sdk::Resource;
 use tokio::runtime::Handle;
@@ -195,7 +195,8 @@ pub fn tracer_provider(
 ) -> anyhow::Result<SdkTracerProvider> {
     let builder = SdkTracerProvider::builder().with_resource(resource);
     let Some(transport) = plan.traces else {
-        return Ok(builder.build());
+        // Nothing would export spans: record none (trace ids still exist for x-trace-id).
+        return Ok(builder.with_sampler(Sampler::AlwaysOff).build());
     };
     let endpoint = plan.signal_endpoint(transport, "v1/traces");
     let exporter = match transport {
