@@ -12,7 +12,6 @@
 use std::cell::RefCell;
 
 use candle_core::quantized::GgmlDType;
-use rayon::prelude::*;
 
 use super::gguf::{GgufError, GgufFile};
 use super::kernels::{self, KernelError, MatmulScratch, QMatrix};
@@ -398,10 +397,14 @@ impl Llama {
             .collect();
         let qkv = &ws.qkv;
         let rows = &ws.rows;
-        ws.attn.par_chunks_mut(d).enumerate().for_each(|(r, out)| {
+        let out = RowsOut::new(&mut ws.attn, d);
+        // On the kernels' own threads: a second pool would fight them for the cores.
+        kernels::parallel_for(rows.len(), |r| {
             let (s, pos) = rows[r];
             let (keys, values) = caches[s];
             let q_row = &qkv[r * qkv_w..r * qkv_w + d];
+            // SAFETY: task `r` is the only one to touch row `r`.
+            let out = unsafe { out.row(r) };
             let ctx = pos + 1;
             SCORES.with(|cell| {
                 let mut scores = cell.borrow_mut();
@@ -429,6 +432,36 @@ impl Llama {
                 }
             });
         });
+    }
+}
+
+/// Disjoint mutable rows of one buffer, handed to parallel tasks by index.
+struct RowsOut {
+    ptr: *mut f32,
+    width: usize,
+    rows: usize,
+}
+
+// SAFETY: rows are reached only through `row`, whose callers guarantee that no
+// two tasks use the same index at once.
+unsafe impl Sync for RowsOut {}
+
+impl RowsOut {
+    fn new(buf: &mut [f32], width: usize) -> Self {
+        Self {
+            ptr: buf.as_mut_ptr(),
+            width,
+            rows: buf.len() / width,
+        }
+    }
+
+    /// # Safety
+    /// No other live reference to row `r` may exist.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, r: usize) -> &mut [f32] {
+        assert!(r < self.rows, "row {r} out of {}", self.rows);
+        // SAFETY: in bounds (checked above); exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.width), self.width) }
     }
 }
 
