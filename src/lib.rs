@@ -8,6 +8,5 @@
 pub mod api;
 pub mod config;
 pub mod engine;
-pub mod logging;
 pub mod server;
 pub mod telemetry;

@@ -2,7 +2,6 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    candlelight::logging::init();
     let cli = candlelight::config::Cli::parse();
     match candlelight::server::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -66,6 +66,9 @@ pub async fn serve(
         )
         .context("starting telemetry")?
     };
+    // Logs go to stderr and, through tracing-opentelemetry, to the same tracer.
+    // A second server in one process (tests) keeps the first subscriber.
+    let _ = telemetry.init_logging();
     let state = AppState::new(config.clone(), model_name, telemetry.clone());
 
     let loader = {
