@@ -14,15 +14,15 @@
 # AA=1 runs the same bench with telemetry off in both arms: the ratios it
 # prints are the machine's noise floor, to read the real ratios against.
 #
-# Environment: ROUNDS (6), DURATION (15s), WARMUP (3s), AA (0), CONCURRENCY (8),
+# Environment: ROUNDS (6), DURATION (20s), WARMUP (5s), AA (0), CONCURRENCY (8),
 # INPUT_LEN (128), OUTPUT_LEN (64), THREADS (all cores), METRIC_INTERVAL_MS
 # (5000: export far more often than the OTel default of 60 s, to be demanding).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-6}
-DURATION=${DURATION:-15s}
-WARMUP=${WARMUP:-3s}
+DURATION=${DURATION:-20s}
+WARMUP=${WARMUP:-5s}
 AA=${AA:-0}
 CONCURRENCY=${CONCURRENCY:-8}
 INPUT_LEN=${INPUT_LEN:-128}
@@ -37,8 +37,9 @@ cargo build --release -q -p loadgen --bin loadgen
 
 work=$(mktemp -d)
 server=""
+declare -A pid port
 cleanup() {
-    [ -n "$server" ] && kill "$server" 2>/dev/null || true
+    for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done
     scripts/services/collector.sh stop "$work/collector" || true
     scripts/services/collector.sh stop "$work/backend" || true
     rm -rf "$work"
@@ -58,41 +59,49 @@ scripts/services/collector.sh start "$work/collector" \
     --tempo "127.0.0.1:$(value grpc "$work/backend.env")" >"$work/collector.env"
 otlp="http://127.0.0.1:$(value grpc "$work/collector.env")"
 
-run() { # MODE ROUND
-    local mode=$1 round=$2 port flags=()
-    port=$(free_port)
+start_server() { # MODE ROUND
+    local mode=$1 round=$2 flags=()
     if [ "$mode" = on ] && [ "$AA" != 1 ]; then
         flags=(--otlp-endpoint "$otlp" --otlp-protocol grpc --metric-export-interval-ms "$METRIC_INTERVAL_MS")
     else
         flags=(--no-telemetry)
     fi
-    RUST_LOG=warn target/release/candlelight serve --model "$MODEL" --port "$port" \
+    port[$mode]=$(free_port)
+    RUST_LOG=warn target/release/candlelight serve --model "$MODEL" --port "${port[$mode]}" \
         --threads "$THREADS" "${flags[@]}" >"$work/server-$mode-$round.log" 2>&1 &
-    server=$!
+    pid[$mode]=$!
     for _ in $(seq 600); do
-        curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
-        kill -0 "$server" 2>/dev/null || { cat "$work/server-$mode-$round.log" >&2; exit 1; }
+        curl -sf "http://127.0.0.1:${port[$mode]}/health" >/dev/null && return
+        kill -0 "${pid[$mode]}" 2>/dev/null || { cat "$work/server-$mode-$round.log" >&2; exit 1; }
         sleep 0.1
     done
-    local cpu_before
-    cpu_before=$(cpu_ticks "$server")
+}
+
+drive() { # MODE ROUND: loadgen against the mode's server; records its CPU time
+    local mode=$1 round=$2 before
+    before=$(cpu_ticks "${pid[$mode]}")
     # --sample-interval 0: loadgen must not scrape /metrics in one mode only.
-    target/release/loadgen --url "http://127.0.0.1:$port" --api completions \
+    target/release/loadgen --url "http://127.0.0.1:${port[$mode]}" --api completions \
         --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
         --input-len "$INPUT_LEN" --output-len "$OUTPUT_LEN" --ignore-eos \
         --no-plots --no-progress --sample-interval 0 \
         --output-dir "$work/$mode-$round" >/dev/null
-    echo $(($(cpu_ticks "$server") - cpu_before)) >"$work/$mode-$round/cpu_ticks"
-    kill "$server"
-    wait "$server" 2>/dev/null || true
-    server=""
+    echo $(($(cpu_ticks "${pid[$mode]}") - before)) >"$work/$mode-$round/cpu_ticks"
+}
+
+stop_server() { # MODE
+    kill "${pid[$1]}"
+    wait "${pid[$1]}" 2>/dev/null || true
+    unset "pid[$1]"
 }
 
 for round in $(seq "$ROUNDS"); do
     if [ $((round % 2)) -eq 1 ]; then order="off on"; else order="on off"; fi
     for mode in $order; do
         echo "round $round: telemetry $mode" >&2
-        run "$mode" "$round"
+        start_server "$mode" "$round"
+        drive "$mode" "$round"
+        stop_server "$mode"
     done
 done
 
@@ -108,8 +117,9 @@ for r in range(1, rounds + 1):
         s = json.load(open(f"{d}/result.json"))["steps"][0]
         tokens = sum(int(x["output_tokens"] or 0) for x in csv.DictReader(open(f"{d}/requests.csv")))
         cpu_ms = int(open(f"{d}/cpu_ticks").read()) * 1000 / tck
+        ttft = s["ttft"] or {"p50": float("nan"), "p95": float("nan")}  # no request completed
         row = (s["throughput"]["requests_per_s"], s["throughput"]["output_tokens_per_s"] or 0.0,
-               s["ttft"]["p50"] * 1e3, s["ttft"]["p95"] * 1e3, cpu_ms / max(tokens, 1),
+               ttft["p50"] * 1e3, ttft["p95"] * 1e3, cpu_ms / max(tokens, 1),
                s["requests"]["errors"])
         rows[mode].append(row)
         print(f"{mode:<6}{r:>6}{row[0]:>8.2f}{row[1]:>11.1f}{row[2]:>13.1f}{row[3]:>13.1f}"
@@ -118,9 +128,8 @@ med = {m: [statistics.median(col) for col in zip(*rows[m])] for m in rows}
 for m in ("off", "on"):
     v = med[m]
     print(f"{m + ' median':<12}{v[0]:>8.2f}{v[1]:>11.1f}{v[2]:>13.1f}{v[3]:>13.1f}{v[4]:>12.2f}")
-tput = med["on"][1] / med["off"][1]
-ttft = med["on"][2] / med["off"][2]
-cpu = med["on"][4] / med["off"][4]
+ratio = lambda i: med["on"][i] / med["off"][i] if med["off"][i] else float("nan")
+tput, ttft, cpu = ratio(1), ratio(2), ratio(4)
 print(f"\ntelemetry on/off at {conc} concurrent streams (medians of {rounds} rounds):")
 print(f"  throughput ratio {tput:.4f} ({(1 - tput) * 100:+.2f}% loss)")
 print(f"  TTFT p50 ratio   {ttft:.4f}")
