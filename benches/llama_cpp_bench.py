@@ -33,6 +33,10 @@ def main():
     cparams.n_batch = 512
     cparams.n_ubatch = 512
     cparams.n_seq_max = 16
+    # One KV buffer shared by all sequences (as llama-server does): otherwise
+    # each of the 16 sequences gets n_ctx / 16 cells and a 512-token prefill
+    # does not fit.
+    cparams.kv_unified = True
     cparams.n_threads = THREADS
     cparams.n_threads_batch = THREADS
     ctx = llama_cpp.llama_init_from_model(model, cparams)
