@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use candle_core::quantized::GgmlDType;
 
 use super::gguf::{GgufError, GgufFile};
+use super::kernels::attention::{attend_group, AttendScratch, KvHead};
 use super::kernels::{self, KernelError, MatmulScratch, QMatrix};
 use super::kv_cache::{KvCache, KvCacheFull};
 
@@ -167,7 +168,7 @@ pub struct Workspace {
 }
 
 thread_local! {
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static ATTEND_SCRATCH: RefCell<AttendScratch> = RefCell::new(AttendScratch::default());
 }
 
 impl Llama {
@@ -391,7 +392,7 @@ impl Llama {
         let qkv_w = d + 2 * kv;
         let group = cfg.n_head / cfg.n_kv_head;
         let scale = 1.0 / (hd as f32).sqrt();
-        let caches: Vec<(&[f32], &[f32])> = seqs
+        let caches: Vec<_> = seqs
             .iter()
             .map(|s| s.cache.layer(layer, s.cache.len() + s.tokens.len()))
             .collect();
@@ -405,30 +406,22 @@ impl Llama {
             let q_row = &qkv[r * qkv_w..r * qkv_w + d];
             // SAFETY: task `r` is the only one to touch row `r`.
             let out = unsafe { out.row(r) };
-            let ctx = pos + 1;
-            SCORES.with(|cell| {
-                let mut scores = cell.borrow_mut();
-                scores.resize(ctx, 0.0);
-                for h in 0..cfg.n_head {
-                    let q = &q_row[h * hd..(h + 1) * hd];
-                    let kvh = h / group;
-                    let mut max = f32::NEG_INFINITY;
-                    for (t, sc) in scores.iter_mut().enumerate() {
-                        let k = &keys[t * kv + kvh * hd..t * kv + (kvh + 1) * hd];
-                        *sc = kernels::ops::dot_f32(q, k) * scale;
-                        max = max.max(*sc);
-                    }
-                    let mut sum = 0.0;
-                    for sc in scores.iter_mut() {
-                        *sc = (*sc - max).exp();
-                        sum += *sc;
-                    }
-                    let o = &mut out[h * hd..(h + 1) * hd];
-                    o.fill(0.0);
-                    for (t, &p) in scores.iter().enumerate() {
-                        let v = &values[t * kv + kvh * hd..t * kv + (kvh + 1) * hd];
-                        kernels::ops::axpy_f32(p / sum, v, o);
-                    }
+            ATTEND_SCRATCH.with(|cell| {
+                let mut scratch = cell.borrow_mut();
+                // Query heads `kvh * group ..` share KV head `kvh` and sit side by side.
+                let width = group * hd;
+                for (kvh, (q, o)) in q_row
+                    .chunks_exact(width)
+                    .zip(out.chunks_exact_mut(width))
+                    .enumerate()
+                {
+                    let head = KvHead {
+                        keys: &keys[kvh * hd..],
+                        values: &values[kvh * hd..],
+                        stride: kv,
+                        head_dim: hd,
+                    };
+                    attend_group(q, head, pos + 1, scale, &mut scratch, o);
                 }
             });
         });

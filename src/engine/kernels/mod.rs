@@ -9,6 +9,7 @@
 //! the tiles on [`pool`]: the calling thread plus workers that spin briefly between
 //! jobs, because a decode step is ~120 matmuls of a few tens of microseconds each.
 
+pub mod attention;
 mod blocks;
 mod dispatch;
 mod driver;

@@ -41,13 +41,13 @@ pub fn silu_mul(gate_up: &[f32], ffn: usize, out: &mut [f32]) {
 /// Dot product of two equal-length rows.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f32: lengths");
-    dispatch!(dot_impl(a, b))
+    dispatch!(dot_inline(a, b))
 }
 
 /// `y += alpha * x`.
 pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy_f32: lengths");
-    dispatch!(axpy_impl(alpha, x, y))
+    dispatch!(axpy_inline(alpha, x, y))
 }
 
 /// The same bodies, compiled with AVX2 + FMA enabled.
@@ -64,13 +64,13 @@ mod fast {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
-        super::dot_impl(a, b)
+    pub unsafe fn dot_inline(a: &[f32], b: &[f32]) -> f32 {
+        super::dot_inline(a, b)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn axpy_impl(alpha: f32, x: &[f32], y: &mut [f32]) {
-        super::axpy_impl(alpha, x, y)
+    pub unsafe fn axpy_inline(alpha: f32, x: &[f32], y: &mut [f32]) {
+        super::axpy_inline(alpha, x, y)
     }
 }
 
@@ -89,7 +89,7 @@ fn silu_mul_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
 }
 
 #[inline(always)]
-fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot_inline(a: &[f32], b: &[f32]) -> f32 {
     // Independent partial sums let LLVM vectorize without reassociating.
     let mut acc = [0.0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -110,7 +110,7 @@ fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn axpy_impl(alpha: f32, x: &[f32], y: &mut [f32]) {
+pub(super) fn axpy_inline(alpha: f32, x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
         *o += alpha * v;
     }
