@@ -167,6 +167,10 @@ pub struct Workspace {
     pub logits: Vec<f32>,
 }
 
+/// Rows the FFN processes at a time: enough to reuse each weight block across
+/// many rows, small enough to bound its buffers (~4.7 MB for SmolLM2).
+const FFN_CHUNK_ROWS: usize = 256;
+
 thread_local! {
     static ATTEND_SCRATCH: RefCell<AttendScratch> = RefCell::new(AttendScratch::default());
 }
@@ -294,8 +298,9 @@ impl Llama {
         ws.qkv.resize(n * qkv_w, 0.0);
         ws.attn.resize(n * d, 0.0);
         ws.proj.resize(n * d, 0.0);
-        ws.gate_up.resize(n * 2 * cfg.n_ff, 0.0);
-        ws.ffn.resize(n * cfg.n_ff, 0.0);
+        let ffn_rows = n.min(FFN_CHUNK_ROWS);
+        ws.gate_up.resize(ffn_rows * 2 * cfg.n_ff, 0.0);
+        ws.ffn.resize(ffn_rows * cfg.n_ff, 0.0);
 
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&ws.x, &layer.attn_norm, cfg.rms_eps, d, &mut ws.xb);
@@ -317,19 +322,32 @@ impl Llama {
             add_in_place(&mut ws.x, &ws.proj);
 
             rms_norm_rows(&ws.x, &layer.ffn_norm, cfg.rms_eps, d, &mut ws.xb);
-            layer
-                .w_gate_up
-                .matmul(&ws.xb, n, &mut ws.gate_up, &mut ws.scratch);
-            for (gu, h) in ws
-                .gate_up
-                .chunks_exact(2 * cfg.n_ff)
-                .zip(ws.ffn.chunks_exact_mut(cfg.n_ff))
-            {
-                kernels::ops::silu_mul(gu, cfg.n_ff, h);
+            // The FFN is row-independent and its activations are the widest
+            // (3 × n_ff per row): run it in chunks so a big prefill does not
+            // hold (and keep) hundreds of MB of buffers.
+            for start in (0..n).step_by(FFN_CHUNK_ROWS) {
+                let rows = FFN_CHUNK_ROWS.min(n - start);
+                let gate_up = &mut ws.gate_up[..rows * 2 * cfg.n_ff];
+                let ffn = &mut ws.ffn[..rows * cfg.n_ff];
+                layer.w_gate_up.matmul(
+                    &ws.xb[start * d..(start + rows) * d],
+                    rows,
+                    gate_up,
+                    &mut ws.scratch,
+                );
+                for (gu, h) in gate_up
+                    .chunks_exact(2 * cfg.n_ff)
+                    .zip(ffn.chunks_exact_mut(cfg.n_ff))
+                {
+                    kernels::ops::silu_mul(gu, cfg.n_ff, h);
+                }
+                layer.w_down.matmul(
+                    ffn,
+                    rows,
+                    &mut ws.proj[start * d..(start + rows) * d],
+                    &mut ws.scratch,
+                );
             }
-            layer
-                .w_down
-                .matmul(&ws.ffn, n, &mut ws.proj, &mut ws.scratch);
             add_in_place(&mut ws.x, &ws.proj);
         }
         for seq in seqs.iter_mut() {
