@@ -273,6 +273,21 @@ def cmd_report(a):
     print(f"Peak RSS (VmHWM) serving {a.mem_desc}: candlelight {fmt(mib(mem['candlelight']), '.1f')} MiB, "
           f"llama.cpp {fmt(mib(mem['llamacpp']), '.1f')} MiB, ratio candlelight/llama.cpp "
           f"{fmt(ratio(mem['candlelight'], mem['llamacpp']), '.2f')}")
+    try:
+        with open(os.path.join(a.dir, "llamacpp", "peak_rss_ctx_kb")) as f:
+            hwm, _, ctx = (int(x) for x in f.read().split())
+        print(f"Peak RSS of llama.cpp with --n_ctx {ctx} (KV room for the same 16 sequences, still served "
+              f"one at a time): {hwm / 1024:.1f} MiB, ratio candlelight/llama.cpp "
+              f"{fmt(ratio(mem['candlelight'], hwm), '.2f')}")
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(a.dir, "candlelight", "mem", "result.json")) as f:
+            info = json.load(f)["environment"]["server_info"]
+        notes.append(f"candlelight's KV cache takes {info['kv_cache_bytes_per_token']} bytes per token "
+                     f"(its /info), reserved per sequence for prompt + max_tokens")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     print()
     for n in notes:
         print(f"- {n}")

@@ -17,7 +17,10 @@
 # llama_cpp.server: one model, one context, requests served one at a time
 # (a lock; it has no parallel slots), so N concurrent requests queue; it runs
 # with --interrupt_requests False (otherwise a waiting request cuts the running
-# stream short) and --n_ctx 2048 (one ~1k-token sequence at a time). Its streams
+# stream short), --n_ctx 2048 (one ~1k-token sequence at a time; the RSS step is
+# repeated with an n_ctx of 16 such sequences) and --logits_all False (we ask
+# for no prompt logprobs; True computes and copies logits for every prompt
+# token). Its streams
 # carry no usage, so its output tokens are counted as streamed chunks (one per
 # token in llama-cpp-python; marked `~`). If a one-token probe decode crashes
 # (e.g. a venv built with AMX, before bench-setup.sh turned it off, in a VM that
@@ -53,6 +56,8 @@ IFS=, read -r -a counts <<<"$REQUESTS"
 
 scripts/fetch-model.sh
 scripts/bench-setup.sh
+# Same flags as bench-engine.sh, so the two share target/release's build.
+export RUSTFLAGS="${RUSTFLAGS:-} -C target-cpu=native"
 cargo build --release -q --bin candlelight
 cargo build --release -q -p loadgen
 mkdir -p "$OUT/candlelight" "$OUT/llamacpp"
@@ -73,9 +78,9 @@ stop_server() {
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
-# start_server NAME LOG: starts NAME on a free port, sets $server and $url.
+# start_server NAME LOG [LLAMA_N_CTX]: starts NAME on a free port, sets $server and $url.
 start_server() {
-  local name=$1 log=$2 port
+  local name=$1 log=$2 llama_ctx=${3:-2048} port
   port=$(python3 "$HELPER" free-port)
   url="http://127.0.0.1:$port"
   case $name in
@@ -85,8 +90,8 @@ start_server() {
       ;;
     llamacpp)
       "${prio[@]}" "$VPY" "$HELPER" llama-server "${llama_flags[@]}" -- --model "$MODEL" \
-        --n_threads "$THREADS" --n_threads_batch "$THREADS" --n_ctx 2048 \
-        --interrupt_requests False --verbose False --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
+        --n_threads "$THREADS" --n_threads_batch "$THREADS" --n_ctx "$llama_ctx" \
+        --logits_all False --interrupt_requests False --verbose False --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
       ;;
   esac
   server=$!
@@ -125,9 +130,9 @@ start_server candlelight "$OUT/candlelight/server-prompts.log"
 max_req=0
 for n in "${counts[@]}"; do [ "$n" -gt "$max_req" ] && max_req=$n; done
 python3 "$HELPER" prompts "$url" "$OUT/candidates.jsonl" --input-len "$INPUT_LEN" \
-  --count $((max_req * 3 / 2 + 4)) --seed 1
+  --count $((max_req * 3 + 8)) --seed 1
 python3 "$HELPER" prompts "$url" "$OUT/candidates-mem.jsonl" --input-len "$MEM_INPUT_LEN" \
-  --count $((MEM_REQUESTS * 3 / 2 + 4)) --seed 2
+  --count $((MEM_REQUESTS * 3 + 8)) --seed 2
 stop_server
 start_server llamacpp "$OUT/llamacpp/server-prompts.log"
 python3 "$HELPER" filter "$url" "$OUT/candidates.jsonl" "$OUT/prompts.jsonl" \
@@ -154,12 +159,22 @@ for name in candlelight llamacpp; do
   stop_server
 done
 
+# llama.cpp sized to hold 16 sequences' context (still serving one at a time):
+# the RSS its KV cache would need for the same capacity.
+ctx16=$((MEM_CONC * (MEM_INPUT_LEN + OUTPUT_LEN)))
+echo "== llamacpp: peak RSS with --n_ctx $ctx16, 2 requests"
+start_server llamacpp "$OUT/llamacpp/server-mem-ctx.log" "$ctx16"
+run_loadgen "$OUT/prompts-mem.jsonl" 1 2 "$OUT/llamacpp/mem-ctx"
+read -r hwm rss < <(python3 "$HELPER" rss "$server")
+echo "$hwm $rss $ctx16" >"$OUT/llamacpp/peak_rss_ctx_kb"
+stop_server
+
 echo
 python3 "$HELPER" report "$OUT" --concurrency "$CONCURRENCY" \
   --mem-desc "$MEM_CONC concurrent sequences of $MEM_INPUT_LEN + $OUTPUT_LEN tokens" | tee "$OUT/report.md"
 {
   echo "- Workload: $INPUT_LEN-token prompts, $OUTPUT_LEN output tokens (prompts whose greedy output on llama.cpp reaches EOS first were dropped), greedy, streamed /v1/completions; requests per level: $REQUESTS; $THREADS threads each; one server at a time."
-  echo "- llama_cpp.server serves one request at a time (no parallel slots): at concurrency N, requests queue behind each other, so its throughput stays flat and its TTFT grows with N. It runs with --n_ctx 2048 (one sequence); candlelight with --max-batch-size 16."
+  echo "- llama_cpp.server serves one request at a time (no parallel slots): at concurrency N, requests queue behind each other, so its throughput stays flat and its TTFT grows with N. It runs with --n_ctx 2048 (one sequence) and --logits_all False (its default True computes and copies logits for every prompt token); candlelight with --max-batch-size 16."
   if [ "${#llama_flags[@]}" -gt 0 ]; then
     echo "- llama.cpp crashed here in its AMX/repacked weight path (probe decode failed), so it ran with use_extra_bufts = false (plain CPU buffers, AVX-512/AVX2 kernels)."
   fi
