@@ -16,7 +16,9 @@ use super::ops;
 #[derive(Default)]
 pub struct AttendScratch {
     scores: Vec<f32>,
+    /// One cached row in f32 (portable path).
     row: Vec<f32>,
+    /// The query rounded to f16 precision.
     query: Vec<f32>,
 }
 
@@ -41,7 +43,10 @@ pub fn attend_group(
     out: &mut [f32],
 ) {
     let hd = kv.head_dim;
-    assert!(hd > 0 && q.len() % hd == 0, "attend_group: query length");
+    assert!(
+        hd > 0 && q.len().is_multiple_of(hd),
+        "attend_group: query length"
+    );
     assert_eq!(q.len(), out.len(), "attend_group: output length");
     assert!(ctx > 0, "attend_group: empty context");
     let last = (ctx - 1) * kv.stride + hd;
@@ -50,30 +55,81 @@ pub fn attend_group(
         "attend_group: cache shorter than the context"
     );
     let group = q.len() / hd;
-    scratch.scores.resize(group * ctx, 0.0);
-    scratch.row.resize(hd, 0.0);
     // Round the query to f16 as llama.cpp does before its f16 K dot products.
-    let mut query = std::mem::take(&mut scratch.query);
+    let AttendScratch { scores, row, query } = scratch;
     query.clear();
     query.extend(q.iter().map(|&x| f16::from_f32(x).to_f32()));
-    let q = &query[..];
+    scores.resize(group * ctx, 0.0);
     #[cfg(target_arch = "x86_64")]
     {
-        if hd % 8 == 0
+        if hd.is_multiple_of(8)
             && std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("f16c")
         {
-            // SAFETY: the features `attend_f16c` enables were just detected.
-            unsafe { attend_f16c(q, kv, ctx, scale, scratch, out) };
-            scratch.query = query;
+            // SAFETY: the features `attend_f16c` enables were just detected,
+            // `head_dim` is a multiple of 8 and the cache bounds were checked.
+            unsafe { attend_f16c(query, kv, ctx, scale, scores, out) };
             return;
         }
     }
-    attend_body::<false>(q, kv, ctx, scale, scratch, out);
-    scratch.query = query;
+    row.resize(hd, 0.0);
+    attend_portable(query, kv, ctx, scale, scores, row, out);
 }
 
+/// The portable path: each cached row converted to f32, then plain loops.
+fn attend_portable(
+    q: &[f32],
+    kv: KvHead<'_>,
+    ctx: usize,
+    scale: f32,
+    scores: &mut [f32],
+    row: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = kv.head_dim;
+    for t in 0..ctx {
+        for (d, s) in row.iter_mut().zip(&kv.keys[t * kv.stride..]) {
+            *d = s.to_f32();
+        }
+        for (g, qh) in q.chunks_exact(hd).enumerate() {
+            scores[g * ctx + t] = ops::dot_inline(qh, row) * scale;
+        }
+    }
+    softmax_rows(scores, ctx);
+    out.fill(0.0);
+    for t in 0..ctx {
+        for (d, s) in row.iter_mut().zip(&kv.values[t * kv.stride..]) {
+            *d = s.to_f32();
+        }
+        for (g, o) in out.chunks_exact_mut(hd).enumerate() {
+            ops::axpy_inline(scores[g * ctx + t], row, o);
+        }
+    }
+}
+
+/// Softmax of each `ctx`-long row of `scores`, in place, in separate passes so
+/// each one vectorizes.
+#[inline(always)]
+fn softmax_rows(scores: &mut [f32], ctx: usize) {
+    for s in scores.chunks_exact_mut(ctx) {
+        let max = ops::max_inline(s);
+        for v in s.iter_mut() {
+            *v = ops::exp(*v - max);
+        }
+        let inv = 1.0 / ops::sum_inline(s);
+        for v in s.iter_mut() {
+            *v *= inv;
+        }
+    }
+}
+
+/// AVX2 + F16C: cached rows converted 8 at a time in registers, one FMA chain
+/// per query head.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `head_dim` is a multiple of 8; `kv` holds
+/// `ctx` rows; `scores` holds `group * ctx` and `out` `q.len()` floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attend_f16c(
@@ -81,80 +137,46 @@ unsafe fn attend_f16c(
     kv: KvHead<'_>,
     ctx: usize,
     scale: f32,
-    scratch: &mut AttendScratch,
+    scores: &mut [f32],
     out: &mut [f32],
 ) {
-    attend_body::<true>(q, kv, ctx, scale, scratch, out)
-}
-
-/// The shared body; `F16C` picks the hardware f16 conversion (only set from
-/// [`attend_f16c`], after the features were detected and `head_dim % 8 == 0`).
-#[inline(always)]
-fn attend_body<const F16C: bool>(
-    q: &[f32],
-    kv: KvHead<'_>,
-    ctx: usize,
-    scale: f32,
-    scratch: &mut AttendScratch,
-    out: &mut [f32],
-) {
+    use std::arch::x86_64::*;
     let hd = kv.head_dim;
-    let AttendScratch { scores, row, .. } = scratch;
-
-    for t in 0..ctx {
-        to_f32::<F16C>(&kv.keys[t * kv.stride..t * kv.stride + hd], row);
-        for (g, qh) in q.chunks_exact(hd).enumerate() {
-            scores[g * ctx + t] = ops::dot_inline(qh, row) * scale;
+    let group = q.len() / hd;
+    let chunks = hd / 8;
+    debug_assert!(scores.len() >= group * ctx && out.len() == q.len());
+    // SAFETY (all pointer reads and writes below): rows `t < ctx` of `kv` are in
+    // bounds (checked by `attend_group`), each row holds `chunks * 8` elements,
+    // and `q`, `out` and `scores` have the lengths stated above.
+    unsafe {
+        for t in 0..ctx {
+            let k = kv.keys.as_ptr().add(t * kv.stride) as *const __m128i;
+            for g in 0..group {
+                let qg = q.as_ptr().add(g * hd);
+                let mut acc = _mm256_setzero_ps();
+                for j in 0..chunks {
+                    let kj = _mm256_cvtph_ps(_mm_loadu_si128(k.add(j)));
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(qg.add(8 * j)), kj, acc);
+                }
+                let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+                *scores.get_unchecked_mut(g * ctx + t) = _mm_cvtss_f32(s) * scale;
+            }
         }
-    }
-    // Softmax per head; fold 1/sum into the weights.
-    for s in scores.chunks_exact_mut(ctx) {
-        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for v in s.iter_mut() {
-            *v = ops::exp(*v - max);
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
-        for v in s.iter_mut() {
-            *v *= inv;
-        }
-    }
-    out.fill(0.0);
-    for t in 0..ctx {
-        to_f32::<F16C>(&kv.values[t * kv.stride..t * kv.stride + hd], row);
-        for (g, o) in out.chunks_exact_mut(hd).enumerate() {
-            ops::axpy_inline(scores[g * ctx + t], row, o);
-        }
-    }
-}
-
-#[inline(always)]
-fn to_f32<const F16C: bool>(src: &[f16], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if F16C {
-            // SAFETY: F16C is only true inside `attend_f16c`, whose features were
-            // detected, and `head_dim` (both lengths) is a multiple of 8.
-            unsafe { to_f32_f16c(src, dst) };
-            return;
-        }
-    }
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = s.to_f32();
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c")]
-unsafe fn to_f32_f16c(src: &[f16], dst: &mut [f32]) {
-    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
-    debug_assert!(src.len() == dst.len() && src.len() % 8 == 0);
-    for (s, d) in src.chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
-        // SAFETY: each chunk holds exactly 8 elements (16 bytes in, 32 out).
-        unsafe {
-            let h = _mm_loadu_si128(s.as_ptr() as *const __m128i);
-            _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(h));
+        softmax_rows(&mut scores[..group * ctx], ctx);
+        out.fill(0.0);
+        for t in 0..ctx {
+            let v = kv.values.as_ptr().add(t * kv.stride) as *const __m128i;
+            for g in 0..group {
+                let p = _mm256_set1_ps(*scores.get_unchecked(g * ctx + t));
+                let og = out.as_mut_ptr().add(g * hd);
+                for j in 0..chunks {
+                    let vj = _mm256_cvtph_ps(_mm_loadu_si128(v.add(j)));
+                    let o = og.add(8 * j);
+                    _mm256_storeu_ps(o, _mm256_fmadd_ps(p, vj, _mm256_loadu_ps(o)));
+                }
+            }
         }
     }
 }
@@ -217,6 +239,9 @@ mod tests {
             let scale = 1.0 / (hd as f32).sqrt();
             let mut out = vec![0.0; q.len()];
             attend_group(&q, kv, ctx, scale, &mut AttendScratch::default(), &mut out);
+            let mut portable = vec![0.0; q.len()];
+            let (mut scores, mut row) = (vec![0.0; group * ctx], vec![0.0; hd]);
+            attend_portable(&q, kv, ctx, scale, &mut scores, &mut row, &mut portable);
             // The reference sees the same f16-rounded cache.
             let rows = |h: &[f16]| -> Vec<Vec<f32>> {
                 (0..ctx)
@@ -231,11 +256,13 @@ mod tests {
             let (kr, vr) = (rows(&kh), rows(&vh));
             for g in 0..group {
                 let want = reference(&q[g * hd..(g + 1) * hd], &kr, &vr, scale);
-                for (i, (a, b)) in out[g * hd..(g + 1) * hd].iter().zip(&want).enumerate() {
-                    assert!(
-                        (a - b).abs() < 1e-4,
-                        "hd {hd} group {group} ctx {ctx} head {g} [{i}]: {a} vs {b}"
-                    );
+                for (path, got) in [("dispatched", &out), ("portable", &portable)] {
+                    for (i, (a, b)) in got[g * hd..(g + 1) * hd].iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - b).abs() < 1e-4,
+                            "{path}: hd {hd} group {group} ctx {ctx} head {g} [{i}]: {a} vs {b}"
+                        );
+                    }
                 }
             }
         }

@@ -106,7 +106,53 @@ pub(super) fn dot_inline(a: &[f32], b: &[f32]) -> f32 {
             acc[i] += x[i] * y[i];
         }
     }
-    acc.iter().sum::<f32>() + tail
+    reduce_lanes(acc, |a, b| a + b) + tail
+}
+
+/// Sum of a row.
+#[inline(always)]
+pub(super) fn sum_inline(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    reduce_lanes(acc, |a, b| a + b) + tail
+}
+
+/// Largest element of a row (`-inf` for an empty row).
+#[inline(always)]
+pub(super) fn max_inline(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    reduce_lanes(acc, f32::max).max(tail)
+}
+
+/// Folds the lanes pairwise (a tree, which vectorizes into shuffles; a running
+/// sum over the lanes would be 15 dependent scalar adds).
+#[inline(always)]
+fn reduce_lanes(mut acc: [f32; LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            acc[i] = f(acc[i], acc[i + width]);
+        }
+        width /= 2;
+    }
+    acc[0]
 }
 
 #[inline(always)]
