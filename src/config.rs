@@ -45,8 +45,11 @@ pub struct ServeConfig {
     /// (each reserves prompt + max_new_tokens). Default: 4 × the model context.
     #[arg(long)]
     pub max_total_tokens: Option<usize>,
-    /// Prompt tokens prefilled in one step.
-    #[arg(long, default_value_t = 4096)]
+    /// Prompt tokens prefilled in one step. A longer prompt is prefilled in
+    /// chunks over several steps, with running streams decoding in between.
+    /// On CPU, prefill speed is flat beyond a few hundred tokens per step, so
+    /// larger chunks would only lengthen the pauses other streams see.
+    #[arg(long, default_value_t = 512)]
     pub max_prefill_tokens: usize,
     /// Requests allowed to wait for admission; more get HTTP 429.
     #[arg(long, default_value_t = 256)]

@@ -268,3 +268,57 @@ async fn info_models_health_and_tokenize_describe_the_server() {
     let t = post_json("/tokenize", json!({"inputs": "Hello, world!"})).await;
     assert_eq!(t["ids"], json!([19556, 28, 905, 17]));
 }
+
+/// Reads `candlelight_step_duration_seconds_count{step_kind="prefill"}` (or
+/// whatever the kind label is called) from a server's /metrics.
+async fn prefill_steps(base: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("candlelight_step_duration_seconds_count") && l.contains("prefill")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_prompt_over_the_prefill_budget_is_prefilled_in_chunks_with_the_same_output() {
+    let chunked = common::server_with(&["--max-prefill-tokens", "8"]);
+    let body = json!({
+        "model": "SmolLM2-135M-Instruct",
+        "prompt": "The lighthouse keeper climbed the narrow stairs every evening, lit the great lamp, and watched the ships pass far out at sea. One night,",
+        "temperature": 0,
+        "max_tokens": 12,
+    });
+    let before = prefill_steps(&chunked.base).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/completions", chunked.base))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let in_chunks: Value = r.json().await.expect("JSON");
+    let whole = post_json("/v1/completions", body).await;
+
+    let prompt_tokens = in_chunks["usage"]["prompt_tokens"].as_u64().expect("usage");
+    assert!(
+        prompt_tokens > 16,
+        "prompt of {prompt_tokens} tokens spans several 8-token chunks"
+    );
+    assert_eq!(in_chunks["usage"], whole["usage"]);
+    assert_eq!(
+        in_chunks["choices"][0]["text"], whole["choices"][0]["text"],
+        "chunked prefill must compute what one whole prefill does"
+    );
+    let steps = prefill_steps(&chunked.base).await - before;
+    assert!(
+        steps >= prompt_tokens.div_ceil(8) as f64,
+        "{steps} prefill steps for {prompt_tokens} prompt tokens at 8 per step"
+    );
+}

@@ -1,9 +1,11 @@
 //! The engine loop: one thread owns the model and every sequence.
 //!
 //! Each iteration: take new requests, drop those whose client left, admit what
-//! fits (one batched prefill), then decode every running sequence in one
-//! batched forward. Finished and cancelled sequences leave between steps and
-//! their KV caches are freed at once.
+//! fits, run one prefill step of at most `max_prefill_tokens` prompt tokens
+//! (a longer prompt is prefilled in chunks over several iterations, so running
+//! streams are never stalled for more than one chunk), then decode every
+//! running sequence in one batched forward. Finished and cancelled sequences
+//! leave between steps and their KV caches are freed at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -64,6 +66,8 @@ impl Runner {
     /// Runs until every handle is dropped and the work is done.
     pub fn run(self, inbox: Receiver<Submission>) {
         let mut sched: Scheduler<Submission> = Scheduler::new(self.limits);
+        // Admitted sequences whose prompt is not fully prefilled yet, in order.
+        let mut prefilling: Vec<Sequence> = Vec::new();
         let mut running: Vec<Sequence> = Vec::new();
         let mut ws = Workspace::default();
         let mut open = true;
@@ -94,22 +98,39 @@ impl Runner {
                     at: Instant::now(),
                 });
             }
+            self.drop_cancelled(&mut sched, &mut prefilling);
             self.drop_cancelled(&mut sched, &mut running);
 
-            let admitted = sched.admit();
-            if !admitted.is_empty() {
-                self.stats
-                    .queued
-                    .fetch_sub(admitted.len(), Ordering::Relaxed);
-                let new = self.prefill(admitted, &mut ws);
-                running.extend(new);
-                self.retire(&mut sched, &mut running);
+            // New prompts wait until earlier ones are through (first come, first served).
+            if prefilling.is_empty() {
+                let admitted = sched.admit();
+                if !admitted.is_empty() {
+                    self.stats
+                        .queued
+                        .fetch_sub(admitted.len(), Ordering::Relaxed);
+                    prefilling = self.admit(admitted);
+                }
+            }
+            if !prefilling.is_empty() {
+                self.step(
+                    StepKind::Prefill,
+                    &mut prefilling,
+                    Some(self.limits.max_prefill_tokens),
+                    &mut ws,
+                );
+                self.retire(&mut sched, &mut prefilling);
+                // Those whose whole prompt went through have their first token.
+                let (done, rest): (Vec<_>, Vec<_>) = prefilling
+                    .into_iter()
+                    .partition(|s| s.cache.len() >= s.prompt_len);
+                running.extend(done);
+                prefilling = rest;
             }
             if !running.is_empty() {
-                self.step(StepKind::Decode, &mut running, &mut ws);
+                self.step(StepKind::Decode, &mut running, None, &mut ws);
                 self.retire(&mut sched, &mut running);
             }
-            self.report_load(&sched, &running);
+            self.report_load(&sched, &prefilling, &running);
         }
     }
 
@@ -136,11 +157,10 @@ impl Runner {
         }
     }
 
-    /// Allocates caches for newly admitted requests and runs their prompts as
-    /// one batched prefill step; each gets its first token.
-    fn prefill(&self, admitted: Vec<Submission>, ws: &mut Workspace) -> Vec<Sequence> {
+    /// Allocates caches for newly admitted requests.
+    fn admit(&self, admitted: Vec<Submission>) -> Vec<Sequence> {
         let now = Instant::now();
-        let mut seqs: Vec<Sequence> = admitted
+        admitted
             .into_iter()
             .map(|sub| {
                 self.observer.on_event(&EngineEvent::Admitted {
@@ -167,24 +187,46 @@ impl Runner {
                     sub.queued_at,
                 )
             })
-            .collect();
-        self.step(StepKind::Prefill, &mut seqs, ws);
-        seqs
+            .collect()
     }
 
-    /// One batched forward over `seqs`' pending tokens, then one sample each.
-    fn step(&self, kind: StepKind, seqs: &mut [Sequence], ws: &mut Workspace) {
+    /// One batched forward over `seqs`' pending tokens, then one sample for
+    /// each sequence with no input left. With `budget`, at most that many
+    /// tokens go in, taken in order (the last one taken may get part of its
+    /// prompt; sequences past the budget sit this step out).
+    fn step(
+        &self,
+        kind: StepKind,
+        seqs: &mut [Sequence],
+        budget: Option<usize>,
+        ws: &mut Workspace,
+    ) {
         let started = Instant::now();
-        let tokens: usize = seqs.iter().map(|s| s.pending_input().len()).sum();
+        let mut left = budget.unwrap_or(usize::MAX);
+        let take: Vec<usize> = seqs
+            .iter()
+            .map(|s| {
+                let n = s.pending_input().len().min(left);
+                left -= n;
+                n
+            })
+            .collect();
+        let stepping = take.iter().take_while(|&&n| n > 0).count();
+        let (seqs, take) = (&mut seqs[..stepping], &take[..stepping]);
+        if seqs.is_empty() {
+            return;
+        }
+        let tokens: usize = take.iter().sum();
         let result = {
             let mut inputs: Vec<SeqInput<'_>> = seqs
                 .iter_mut()
-                .map(|s| {
+                .zip(take)
+                .map(|(s, &n)| {
                     let start = s.cache.len();
                     // Split borrows: tokens are read, the cache is written.
                     let Sequence { tokens, cache, .. } = s;
                     SeqInput {
-                        tokens: &tokens[start..],
+                        tokens: &tokens[start..start + n],
                         cache,
                     }
                 })
@@ -213,10 +255,11 @@ impl Runner {
         {
             let members: Vec<StepMember<'_>> = seqs
                 .iter()
-                .map(|s| StepMember {
+                .zip(take)
+                .map(|(s, &n)| StepMember {
                     req: s.id,
                     span: &s.span,
-                    tokens: s.pending_input().len().max(1),
+                    tokens: n,
                 })
                 .collect();
             self.observer.on_event(&EngineEvent::StepDone {
@@ -229,7 +272,10 @@ impl Runner {
         }
         let vocab = self.model.config().vocab_size;
         for (s, logits) in seqs.iter_mut().zip(ws.logits.chunks_exact_mut(vocab)) {
-            self.sample_one(s, logits, ended);
+            // A prompt still part-way through has nothing to sample yet.
+            if s.pending_input().is_empty() {
+                self.sample_one(s, logits, ended);
+            }
         }
     }
 
@@ -304,15 +350,22 @@ impl Runner {
         });
     }
 
-    fn report_load(&self, sched: &Scheduler<Submission>, running: &[Sequence]) {
+    fn report_load(
+        &self,
+        sched: &Scheduler<Submission>,
+        prefilling: &[Sequence],
+        running: &[Sequence],
+    ) {
         let per_token = self.model.config().kv_bytes_per_token();
-        let used: usize = running.iter().map(|s| s.cache.size_bytes()).sum();
-        self.stats.running.store(running.len(), Ordering::Relaxed);
+        let admitted = prefilling.iter().chain(running);
+        let used: usize = admitted.map(|s| s.cache.size_bytes()).sum();
+        let running = prefilling.len() + running.len();
+        self.stats.running.store(running, Ordering::Relaxed);
         self.stats
             .kv_cache_used_bytes
             .store(used, Ordering::Relaxed);
         self.observer.on_event(&EngineEvent::Load {
-            running: running.len(),
+            running,
             waiting: sched.waiting(),
             kv_cache_used_bytes: used,
             kv_cache_capacity_bytes: self.limits.max_total_tokens * per_token,
