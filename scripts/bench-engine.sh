@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-model.sh
 scripts/bench-setup.sh
-export RUSTFLAGS="${RUSTFLAGS:-} -C target-cpu=native"
+. scripts/bench-env.sh
 BENCH_THREADS="${BENCH_THREADS:-2}" cargo bench --features bench-candle --bench engine

@@ -25,9 +25,10 @@ if [ -z "${SCHED:-}" ]; then
 fi
 if [ "$SCHED" = rt ]; then prio=(chrt -f 10); else prio=(); fi
 echo "scheduling: $SCHED; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+. scripts/bench-env.sh
 cargo build --release -q -p loadgen --bin loadgen --example sse-server
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"${prio[@]}" target/release/examples/sse-server "$port" "$TOKEN_MS" "$TOKEN_MS" 1 &
+"${prio[@]}" "$BIN"/examples/sse-server "$port" "$TOKEN_MS" "$TOKEN_MS" 1 &
 server=$!
 out=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$out"' EXIT
@@ -38,8 +39,8 @@ done
 
 common=(--url "http://127.0.0.1:$port" --api completions --input-len 16 --output-len "$TOKENS"
   --duration "$DURATION" --warmup "$WARMUP" --no-plots --no-progress --sample-interval 0)
-"${prio[@]}" target/release/loadgen "${common[@]}" --rate "$RATE" --arrivals constant --output-dir "$out/open" >/dev/null
-"${prio[@]}" target/release/loadgen "${common[@]}" --concurrency 1000 --output-dir "$out/closed" >/dev/null
+"${prio[@]}" "$BIN"/loadgen "${common[@]}" --rate "$RATE" --arrivals constant --output-dir "$out/open" >/dev/null
+"${prio[@]}" "$BIN"/loadgen "${common[@]}" --concurrency 1000 --output-dir "$out/closed" >/dev/null
 
 python3 - "$out" <<'PY'
 import csv, json, sys

@@ -56,8 +56,7 @@ IFS=, read -r -a counts <<<"$REQUESTS"
 
 scripts/fetch-model.sh
 scripts/bench-setup.sh
-# Same flags as bench-engine.sh, so the two share target/release's build.
-export RUSTFLAGS="${RUSTFLAGS:-} -C target-cpu=native"
+. scripts/bench-env.sh
 cargo build --release -q --bin candlelight
 cargo build --release -q -p loadgen
 mkdir -p "$OUT/candlelight" "$OUT/llamacpp"
@@ -85,7 +84,7 @@ start_server() {
   url="http://127.0.0.1:$port"
   case $name in
     candlelight)
-      "${prio[@]}" target/release/candlelight serve --model "$MODEL" --port "$port" \
+      "${prio[@]}" "$BIN"/candlelight serve --model "$MODEL" --port "$port" \
         --threads "$THREADS" --max-batch-size 16 --no-telemetry >"$log" 2>&1 &
       ;;
     llamacpp)
@@ -104,7 +103,7 @@ start_server() {
 # run_loadgen DATASET CONCURRENCY REQUESTS DIR
 run_loadgen() {
   local rc=0
-  "${prio[@]}" target/release/loadgen --url "$url" --api completions --dataset "$1" \
+  "${prio[@]}" "$BIN"/loadgen --url "$url" --api completions --dataset "$1" \
     --concurrency "$2" --requests "$3" --ignore-eos --temperature 0 --seed 0 \
     --timeout 1800s --wait 30s --sample-interval 0 --no-progress --no-plots \
     --output-dir "$4" >"$4.log" 2>&1 || rc=$?

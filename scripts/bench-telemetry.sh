@@ -32,6 +32,7 @@ METRIC_INTERVAL_MS=${METRIC_INTERVAL_MS:-5000}
 MODEL=${CANDLELIGHT_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 
 scripts/fetch-model.sh >/dev/null
+. scripts/bench-env.sh
 cargo build --release -q -p candlelight --bin candlelight
 cargo build --release -q -p loadgen --bin loadgen
 
@@ -67,7 +68,7 @@ start_server() { # MODE ROUND
         flags=(--no-telemetry)
     fi
     port[$mode]=$(free_port)
-    RUST_LOG=warn target/release/candlelight serve --model "$MODEL" --port "${port[$mode]}" \
+    RUST_LOG=warn "$BIN"/candlelight serve --model "$MODEL" --port "${port[$mode]}" \
         --threads "$THREADS" "${flags[@]}" >"$work/server-$mode-$round.log" 2>&1 &
     pid[$mode]=$!
     for _ in $(seq 600); do
@@ -81,7 +82,7 @@ drive() { # MODE ROUND: loadgen against the mode's server; records its CPU time
     local mode=$1 round=$2 before
     before=$(cpu_ticks "${pid[$mode]}")
     # --sample-interval 0: loadgen must not scrape /metrics in one mode only.
-    target/release/loadgen --url "http://127.0.0.1:${port[$mode]}" --api completions \
+    "$BIN"/loadgen --url "http://127.0.0.1:${port[$mode]}" --api completions \
         --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
         --input-len "$INPUT_LEN" --output-len "$OUTPUT_LEN" --ignore-eos \
         --no-plots --no-progress --sample-interval 0 \
