@@ -1,6 +1,6 @@
 //! Quantized matmul throughput: candlelight's fast path vs its scalar path vs candle's
 //! `QMatMul`, on the SmolLM2-135M shapes. Run with
-//! `RUSTFLAGS="-C target-cpu=native" cargo bench --bench kernels`
+//! `(. scripts/bench-env.sh; cargo bench --bench kernels)` (native build in target/native)
 //! (`KERNELS_BENCH_QUICK=1` for a short run). Prints GFLOP/s and speed ratios.
 //!
 //! On a shared machine wall time is noisy: `KERNELS_BENCH_THREADS=1` runs the kernels on
