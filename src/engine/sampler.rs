@@ -2,6 +2,7 @@
 //! RNG per sequence, and log-probabilities of the chosen token and the best
 //! alternatives.
 
+use super::kernels;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -59,7 +60,8 @@ impl Sampler {
     /// Picks the next token. `history` holds prompt and generated ids (for the
     /// repetition penalty). `logits` may be modified in place.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> Sampled {
-        let log_z = log_sum_exp(logits);
+        // Every token reports its log-probability: a vectorized pass over the vocabulary.
+        let log_z = kernels::ops::log_sum_exp(logits);
         let top = top_n(logits, self.params.top_n_tokens, log_z);
 
         // Log-probabilities are the model's own, before any sampling knob: keep
@@ -155,12 +157,6 @@ pub fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best as u32
-}
-
-fn log_sum_exp(logits: &[f32]) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
-    max + sum.ln()
 }
 
 /// The `n` highest logits as (id, log-probability), best first.

@@ -44,6 +44,12 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     dispatch!(dot_inline(a, b))
 }
 
+/// `ln(Σ exp(x))`, shifted by the max so it cannot overflow (the log-partition
+/// of a row of logits). `-inf` for an empty row.
+pub fn log_sum_exp(x: &[f32]) -> f32 {
+    dispatch!(log_sum_exp_inline(x))
+}
+
 /// `y += alpha * x`.
 pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy_f32: lengths");
@@ -66,6 +72,11 @@ mod fast {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_inline(a: &[f32], b: &[f32]) -> f32 {
         super::dot_inline(a, b)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn log_sum_exp_inline(x: &[f32]) -> f32 {
+        super::log_sum_exp_inline(x)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -107,6 +118,23 @@ pub(super) fn dot_inline(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     reduce_lanes(acc, |a, b| a + b) + tail
+}
+
+#[inline(always)]
+fn log_sum_exp_inline(x: &[f32]) -> f32 {
+    let max = max_inline(x);
+    if !max.is_finite() {
+        return max; // empty, all -inf, or +inf present
+    }
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - max)).sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += exp(c[i] - max);
+        }
+    }
+    max + (reduce_lanes(acc, |a, b| a + b) + tail).ln()
 }
 
 /// Sum of a row.

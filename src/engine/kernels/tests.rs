@@ -325,6 +325,21 @@ fn ops_match_plain_loops_on_long_rows() {
         assert!((f64::from(*o) - f64::from(*x) / rms * f64::from(*w)).abs() < 1e-5);
     }
 
+    // Logit-sized values, so the max shift matters.
+    let logits: Vec<f32> = a.iter().map(|v| v * 30.0).collect();
+    let max = logits
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, |m, v| m.max(f64::from(v)));
+    let want = max
+        + logits
+            .iter()
+            .map(|&v| (f64::from(v) - max).exp())
+            .sum::<f64>()
+            .ln();
+    assert!((f64::from(ops::log_sum_exp(&logits)) - want).abs() < 1e-4);
+    assert_eq!(ops::log_sum_exp(&[]), f32::NEG_INFINITY);
+
     let gate_up: Vec<f32> = a.iter().chain(&b).map(|v| v * 8.0).collect();
     let mut act = vec![0.0; len];
     ops::silu_mul(&gate_up, len, &mut act);
