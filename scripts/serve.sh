@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-model.sh
 cargo build --release --bin candlelight
-exec target/release/candlelight serve "$@"
+# Wherever cargo puts its output (CARGO_TARGET_DIR may be set).
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+exec "$target_dir/release/candlelight" serve "$@"
