@@ -324,7 +324,7 @@ impl Llama {
             rms_norm_rows(&ws.x, &layer.ffn_norm, cfg.rms_eps, d, &mut ws.xb);
             // The FFN is row-independent and its activations are the widest
             // (3 × n_ff per row): run it in chunks so a big prefill does not
-            // hold (and keep) hundreds of MB of buffers.
+            // hold (and keep) tens of MB of buffers.
             for start in (0..n).step_by(FFN_CHUNK_ROWS) {
                 let rows = FFN_CHUNK_ROWS.min(n - start);
                 let gate_up = &mut ws.gate_up[..rows * 2 * cfg.n_ff];
@@ -403,7 +403,7 @@ impl Llama {
     }
 
     /// Causal attention of every packed row against its own sequence's cache,
-    /// parallel over rows.
+    /// parallel over rows and KV heads.
     fn attention(&self, seqs: &[SeqInput<'_>], layer: usize, ws: &mut Workspace) {
         let cfg = &self.cfg;
         let (d, hd, kv) = (cfg.n_embd, cfg.head_dim, cfg.kv_dim());
@@ -416,31 +416,29 @@ impl Llama {
             .collect();
         let qkv = &ws.qkv;
         let rows = &ws.rows;
-        let out = RowsOut::new(&mut ws.attn, d);
+        // One task per (row, KV head): the query heads `kvh * group ..` that share
+        // KV head `kvh` sit side by side, so each task owns one `width`-float
+        // slice of the output, and a single decoding sequence still spreads its
+        // attention over every thread.
+        let width = group * hd;
+        let n_kv = cfg.n_kv_head;
+        let out = RowsOut::new(&mut ws.attn, width);
         // On the kernels' own threads: a second pool would fight them for the cores.
-        kernels::parallel_for(rows.len(), |r| {
+        kernels::parallel_for(rows.len() * n_kv, |task| {
+            let (r, kvh) = (task / n_kv, task % n_kv);
             let (s, pos) = rows[r];
             let (keys, values) = caches[s];
-            let q_row = &qkv[r * qkv_w..r * qkv_w + d];
-            // SAFETY: task `r` is the only one to touch row `r`.
-            let out = unsafe { out.row(r) };
+            let q = &qkv[r * qkv_w + kvh * width..r * qkv_w + (kvh + 1) * width];
+            // SAFETY: task `task` is the only one to touch output slice `task`.
+            let out = unsafe { out.row(task) };
+            let head = KvHead {
+                keys: &keys[kvh * hd..],
+                values: &values[kvh * hd..],
+                stride: kv,
+                head_dim: hd,
+            };
             ATTEND_SCRATCH.with(|cell| {
-                let mut scratch = cell.borrow_mut();
-                // Query heads `kvh * group ..` share KV head `kvh` and sit side by side.
-                let width = group * hd;
-                for (kvh, (q, o)) in q_row
-                    .chunks_exact(width)
-                    .zip(out.chunks_exact_mut(width))
-                    .enumerate()
-                {
-                    let head = KvHead {
-                        keys: &keys[kvh * hd..],
-                        values: &values[kvh * hd..],
-                        stride: kv,
-                        head_dim: hd,
-                    };
-                    attend_group(q, head, pos + 1, scale, &mut scratch, o);
-                }
+                attend_group(q, head, pos + 1, scale, &mut cell.borrow_mut(), out);
             });
         });
     }
