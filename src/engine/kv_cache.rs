@@ -4,7 +4,7 @@
 //! bytes attention reads per step. The allocation is zeroed lazily by the OS,
 //! so resident memory grows with the positions actually written.
 
-use half::{f16, slice::HalfFloatSliceExt};
+use half::{f16, slice::HalfFloatSliceExt, vec::HalfBitsVecExt};
 
 /// Keys and values of every layer for one sequence.
 /// Layout per layer: `[position][kv_head][head_dim]`, keys and values apart.
@@ -28,12 +28,8 @@ pub struct KvCacheFull {
 impl KvCache {
     pub fn new(layers: usize, kv_row: usize, capacity: usize) -> Self {
         Self {
-            keys: (0..layers)
-                .map(|_| vec![f16::ZERO; capacity * kv_row])
-                .collect(),
-            values: (0..layers)
-                .map(|_| vec![f16::ZERO; capacity * kv_row])
-                .collect(),
+            keys: (0..layers).map(|_| zeroed(capacity * kv_row)).collect(),
+            values: (0..layers).map(|_| zeroed(capacity * kv_row)).collect(),
             row: kv_row,
             capacity,
             len: 0,
@@ -100,6 +96,13 @@ impl KvCache {
     }
 }
 
+/// `n` zero f16s from zeroed memory: `vec![0u16; n]` asks the allocator for
+/// zeroed pages (untouched until written), which `vec![f16::ZERO; n]` cannot:
+/// it would write, and so make resident, the whole reservation at admission.
+fn zeroed(n: usize) -> Vec<f16> {
+    vec![0u16; n].reinterpret_into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +121,28 @@ mod tests {
         assert_eq!(f(k), [1.0, 2.0, 3.0, 9.0, 9.0, 9.0]);
         assert_eq!(f(v), [4.0, 5.0, 6.0, 9.5, 9.5, 9.5]);
         assert_eq!(c.len(), 2);
+    }
+
+    /// Resident set size of this process, in bytes (Linux).
+    fn rss_bytes() -> Option<usize> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * 4096)
+    }
+
+    #[test]
+    fn a_reservation_is_not_resident_until_written() {
+        let Some(before) = rss_bytes() else {
+            return; // no /proc: nothing to check
+        };
+        // 4 × 128 MiB reserved; one position written.
+        let mut c = KvCache::new(2, 1024, 65_536);
+        c.write(0, 0, &[1.0; 1024], &[2.0; 1024]);
+        let after = rss_bytes().expect("statm");
+        let grown = after.saturating_sub(before);
+        assert_eq!(c.size_bytes(), 512 << 20);
+        // Other tests run beside this one, so allow them some growth too.
+        assert!(grown < 64 << 20, "RSS grew by {} MiB", grown >> 20);
     }
 
     #[test]
