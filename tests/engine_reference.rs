@@ -217,3 +217,49 @@ fn prefill_and_decode_agree() {
         assert!(max_diff < 1e-2, "position {i}: logits differ by {max_diff}");
     }
 }
+
+#[test]
+fn the_engine_refuses_an_empty_prompt_and_keeps_serving() {
+    use candlelight::engine::events::NoopObserver;
+    use candlelight::engine::request::{GenerationEvent, GenerationRequest, StoppingCriteria};
+    use candlelight::engine::sampler::SamplingParams;
+    use candlelight::engine::scheduler::SchedulerLimits;
+    use candlelight::engine::{Engine, SubmitError};
+
+    let limits = SchedulerLimits {
+        max_batch_size: 4,
+        max_total_tokens: 4096,
+        max_prefill_tokens: 512,
+        max_queue: 8,
+    };
+    let engine = Engine::start(load(), limits, std::sync::Arc::new(NoopObserver)).expect("start");
+    let request = |prompt_ids: Vec<u32>| GenerationRequest {
+        prompt_ids,
+        sampling: SamplingParams::default(),
+        stopping: StoppingCriteria {
+            max_new_tokens: 3,
+            stop_sequences: vec![],
+            ignore_eos: true,
+        },
+        span: std::sync::Arc::new(()),
+    };
+    // An engine-API caller (the HTTP layer rejects empty text before this).
+    assert!(matches!(
+        engine.submit(request(vec![])),
+        Err(SubmitError::EmptyPrompt)
+    ));
+    let (_, mut rx) = engine.submit(request(vec![1, 504, 505])).expect("submit");
+    let mut tokens = 0;
+    while let Some(event) = rx.blocking_recv() {
+        match event {
+            GenerationEvent::Token { finish, .. } => {
+                tokens += 1;
+                if finish.is_some() {
+                    break;
+                }
+            }
+            GenerationEvent::Failed(e) => panic!("generation failed: {e}"),
+        }
+    }
+    assert_eq!(tokens, 3);
+}

@@ -110,7 +110,7 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         let kind = match e {
             SubmitError::QueueFull(_) => ErrorKind::QueueFull,
-            SubmitError::TooLarge { .. } => ErrorKind::Validation,
+            SubmitError::TooLarge { .. } | SubmitError::EmptyPrompt => ErrorKind::Validation,
             SubmitError::Stopped => ErrorKind::Loading,
         };
         ApiError::new(kind, e.to_string())

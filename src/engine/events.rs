@@ -74,7 +74,7 @@ impl RejectReason {
 pub struct StepMember<'a> {
     pub req: RequestId,
     pub span: &'a SpanHandle,
-    /// Tokens this request contributed to the step (prompt length for prefill, 1 for decode).
+    /// Tokens this request contributed to the step (its prompt chunk for prefill, 1 for decode).
     pub tokens: usize,
 }
 

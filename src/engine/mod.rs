@@ -51,6 +51,8 @@ pub enum SubmitError {
     QueueFull(usize),
     #[error("prompt + max_new_tokens = {budget} exceeds max_total_tokens = {limit}")]
     TooLarge { budget: usize, limit: usize },
+    #[error("the prompt has no tokens")]
+    EmptyPrompt,
     #[error("the engine has stopped")]
     Stopped,
 }
@@ -180,6 +182,10 @@ impl Engine {
         request: GenerationRequest,
     ) -> Result<(RequestId, UnboundedReceiver<GenerationEvent>), SubmitError> {
         let s = &self.inner;
+        // Every admitted sequence must have input to run (the runner relies on it).
+        if request.prompt_ids.is_empty() {
+            return Err(SubmitError::EmptyPrompt);
+        }
         let budget = request.token_budget();
         if budget > s.limits.max_total_tokens {
             return Err(SubmitError::TooLarge {

@@ -211,6 +211,9 @@ impl Runner {
                 n
             })
             .collect();
+        // Submissions have prompts and running sequences their last sample, so
+        // only the budget leaves a sequence without input: a suffix of `seqs`.
+        debug_assert!(budget.is_some() || take.iter().all(|&n| n > 0));
         let stepping = take.iter().take_while(|&&n| n > 0).count();
         let (seqs, take) = (&mut seqs[..stepping], &take[..stepping]);
         if seqs.is_empty() {
