@@ -49,6 +49,27 @@ fn run(server: &Server, dir: &Path, rest: &[&str]) -> Value {
     read_result(dir)
 }
 
+/// Waits (up to 30 s) until the server's /metrics has a series named `name`:
+/// the process CPU gauge needs two host samples a second apart after start.
+fn wait_for_metric(server: &Server, name: &str) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let url = format!("{}/metrics", server.url);
+    rt.block_on(async {
+        for _ in 0..300 {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.text()
+                    .await
+                    .is_ok_and(|t| t.lines().any(|l| l.starts_with(name)))
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{name} never appeared in {url}");
+    });
+}
+
 fn step_ok(step: &Value, expected: u64) {
     assert_eq!(step["requests"]["errors"], 0, "{step}");
     assert_eq!(step["requests"]["ok"], expected, "{step}");
@@ -213,6 +234,8 @@ fn runs_land_in_postgres_and_the_dashboard_queries_return_them() {
     let _one = serial();
     let pg = Postgres::start();
     let server = Server::start();
+    // The run below is shorter than a second: let the CPU gauge exist first.
+    wait_for_metric(&server, "process_cpu_utilization");
     let dir = tempfile::tempdir().expect("temp dir");
     let db = pg.url.as_str();
     let r = run(
