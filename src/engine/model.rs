@@ -422,15 +422,12 @@ impl Llama {
         // attention over every thread.
         let width = group * hd;
         let n_kv = cfg.n_kv_head;
-        let out = RowsOut::new(&mut ws.attn, width);
         // On the kernels' own threads: a second pool would fight them for the cores.
-        kernels::parallel_for(rows.len() * n_kv, |task| {
+        kernels::parallel_chunks_mut(&mut ws.attn, width, |task, out| {
             let (r, kvh) = (task / n_kv, task % n_kv);
             let (s, pos) = rows[r];
             let (keys, values) = caches[s];
             let q = &qkv[r * qkv_w + kvh * width..r * qkv_w + (kvh + 1) * width];
-            // SAFETY: task `task` is the only one to touch output slice `task`.
-            let out = unsafe { out.row(task) };
             let head = KvHead {
                 keys: &keys[kvh * hd..],
                 values: &values[kvh * hd..],
@@ -441,36 +438,6 @@ impl Llama {
                 attend_group(q, head, pos + 1, scale, &mut cell.borrow_mut(), out);
             });
         });
-    }
-}
-
-/// Disjoint mutable rows of one buffer, handed to parallel tasks by index.
-struct RowsOut {
-    ptr: *mut f32,
-    width: usize,
-    rows: usize,
-}
-
-// SAFETY: rows are reached only through `row`, whose callers guarantee that no
-// two tasks use the same index at once.
-unsafe impl Sync for RowsOut {}
-
-impl RowsOut {
-    fn new(buf: &mut [f32], width: usize) -> Self {
-        Self {
-            ptr: buf.as_mut_ptr(),
-            width,
-            rows: buf.len() / width,
-        }
-    }
-
-    /// # Safety
-    /// No other live reference to row `r` may exist.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, r: usize) -> &mut [f32] {
-        assert!(r < self.rows, "row {r} out of {}", self.rows);
-        // SAFETY: in bounds (checked above); exclusivity is the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.width), self.width) }
     }
 }
 

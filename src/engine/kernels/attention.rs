@@ -90,9 +90,7 @@ fn attend_portable(
 ) {
     let hd = kv.head_dim;
     for t in 0..ctx {
-        for (d, s) in row.iter_mut().zip(&kv.keys[t * kv.stride..]) {
-            *d = s.to_f32();
-        }
+        widen(&kv.keys[t * kv.stride..], row);
         for (g, qh) in q.chunks_exact(hd).enumerate() {
             scores[g * ctx + t] = ops::dot_inline(qh, row) * scale;
         }
@@ -100,12 +98,17 @@ fn attend_portable(
     softmax_rows(scores, ctx);
     out.fill(0.0);
     for t in 0..ctx {
-        for (d, s) in row.iter_mut().zip(&kv.values[t * kv.stride..]) {
-            *d = s.to_f32();
-        }
+        widen(&kv.values[t * kv.stride..], row);
         for (g, o) in out.chunks_exact_mut(hd).enumerate() {
             ops::axpy_inline(scores[g * ctx + t], row, o);
         }
+    }
+}
+
+/// The first `dst.len()` values of `src`, in f32.
+fn widen(src: &[f16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
     }
 }
 

@@ -22,8 +22,14 @@ const ACT_TILE_BYTES: usize = 96 * 1024;
 const PARALLEL_MIN_BLOCKS: usize = 4096;
 
 /// Output pointer shared by the tasks of one parallel section.
-#[derive(Clone, Copy)]
-struct OutPtr<T>(*mut T);
+pub(super) struct OutPtr<T>(pub(super) *mut T);
+// By hand: the derives would require `T: Copy`, but only the pointer is copied.
+impl<T> Clone for OutPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for OutPtr<T> {}
 // SAFETY: tasks write disjoint elements (distinct weight-row groups or activation
 // rows), and the buffer outlives every task (`Pool::run` returns after all finish).
 unsafe impl<T: Send> Send for OutPtr<T> {}
@@ -32,7 +38,7 @@ unsafe impl<T: Send> Sync for OutPtr<T> {}
 
 impl<T> OutPtr<T> {
     /// The pointer (a method, so closures capture the `Sync` wrapper, not the field).
-    fn get(self) -> *mut T {
+    pub(super) fn get(self) -> *mut T {
         self.0
     }
 }
@@ -47,15 +53,9 @@ pub fn quantize(kernels: &Kernels, x: &[f32], n: usize, nb: usize, xq: &mut [Blo
         return;
     }
     let per = n.div_ceil(threads * 4);
-    let out = OutPtr(xq.as_mut_ptr());
-    pool().run(n.div_ceil(per), &|c| {
-        let rows = c * per..n.min((c + 1) * per);
-        // SAFETY: `rows` lies within `0..n`, so the run is inside `xq`; chunks cover
-        // disjoint rows, so no two tasks alias.
-        let dst = unsafe {
-            std::slice::from_raw_parts_mut(out.get().add(rows.start * nb), rows.len() * nb)
-        };
-        (kernels.quantize)(&x[rows.start * nb * QK..rows.end * nb * QK], dst);
+    super::parallel_chunks_mut(xq, per * nb, |c, dst| {
+        let start = c * per * nb * QK;
+        (kernels.quantize)(&x[start..start + dst.len() * QK], dst);
     });
 }
 

@@ -404,6 +404,28 @@ pub fn parallel_for(tasks: usize, f: impl Fn(usize) + Sync) {
     pool().run(tasks, &f);
 }
 
+/// Runs `f(i, chunk)` for every `width`-element chunk of `buf` (the last may be
+/// shorter) as [`parallel_for`] does: the way to give parallel tasks disjoint
+/// parts of one output buffer.
+pub fn parallel_chunks_mut<T: Send>(
+    buf: &mut [T],
+    width: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    assert!(width > 0, "parallel_chunks_mut: zero width");
+    let len = buf.len();
+    let out = driver::OutPtr(buf.as_mut_ptr());
+    pool().run(len.div_ceil(width), &|i| {
+        let start = i * width;
+        // SAFETY: chunk `i` is `start..start + n`, inside `buf`; distinct `i` give
+        // disjoint chunks, each run by one task; `buf` stays mutably borrowed until
+        // `run` returns, after every task.
+        let chunk =
+            unsafe { std::slice::from_raw_parts_mut(out.get().add(start), width.min(len - start)) };
+        f(i, chunk);
+    });
+}
+
 /// Which SIMD path the running CPU gets: `"avx512vnni"`, `"avx2"` or `"scalar"`.
 pub fn simd_level() -> &'static str {
     dispatch::best().level.as_str()

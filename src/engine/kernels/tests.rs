@@ -379,6 +379,18 @@ fn parallel_for_runs_every_task_once_even_nested_or_concurrent() {
 }
 
 #[test]
+fn parallel_chunks_mut_hands_each_task_its_own_chunk() {
+    let mut buf = vec![usize::MAX; 1003];
+    parallel_chunks_mut(&mut buf, 10, |i, chunk| {
+        assert_eq!(chunk.len(), if i == 100 { 3 } else { 10 });
+        for (k, v) in chunk.iter_mut().enumerate() {
+            *v = i * 10 + k;
+        }
+    });
+    assert!(buf.iter().enumerate().all(|(k, &v)| v == k));
+}
+
+#[test]
 fn parallel_for_propagates_panics() {
     let result = std::panic::catch_unwind(|| parallel_for(8, |i| assert!(i != 5, "task five")));
     assert!(result.is_err());
