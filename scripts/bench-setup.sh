@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-bench
-version=0.3.36   # the version that produced ../shared/reference
+version=0.3.36   # the version that produced tests/data/reference
 # AVX-512 with VNNI, no AMX: a native build enables AMX tiles on CPUs that have
 # them, and llama_decode then crashes in VMs that do not grant tile state.
 cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX_VNNI=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_CUDA=OFF -DLLAMA_CURL=OFF"

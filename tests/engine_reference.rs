@@ -1,5 +1,5 @@
 //! The engine against llama.cpp's outputs for the default model
-//! (`../shared/reference/`): exact tokenization, and teacher-forced greedy
+//! (`tests/data/reference/`): exact tokenization, and teacher-forced greedy
 //! decoding through the same batched prefill/decode path that serves.
 
 mod common;

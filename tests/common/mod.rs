@@ -25,11 +25,12 @@ pub fn model_path() -> PathBuf {
     p
 }
 
-/// `../shared/reference/<name>` (or `$CANDLELIGHT_REFERENCE_DIR/<name>`).
+/// `tests/data/reference/<name>`: llama.cpp's outputs, committed with the
+/// repository (`$CANDLELIGHT_REFERENCE_DIR/<name>` overrides the folder).
 pub fn read_jsonl<T: DeserializeOwned>(name: &str) -> Vec<T> {
     let dir = std::env::var_os("CANDLELIGHT_REFERENCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/reference"));
+        .unwrap_or_else(|| repo_root().join("tests/data/reference"));
     let path = dir.join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
