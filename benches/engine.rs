@@ -5,19 +5,20 @@
 //! Prints single-stream decode tokens/s, prefill tokens/s at 512 tokens, and
 //! aggregate decode tokens/s at 1, 4, 8 and 16 concurrent sequences, with ratios.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use candlelight::engine::kernels;
-use candlelight::engine::model::{Llama, LogitsFor, SeqInput, Workspace};
-use candlelight::engine::LoadedModel;
+use candlelight::engine::backend::{Backend, BackendKind, Device, LogitsFor, SeqChunk};
+use candlelight::engine::{LoadOptions, LoadedModel};
 use serde_json::Value;
 
 const DECODE_TOKENS: usize = 128;
 const PREFILL_TOKENS: usize = 512;
 const AGG_STEPS: usize = 64;
 const LEVELS: [usize; 4] = [1, 4, 8, 16];
+/// KV block size, as the server uses.
+const BLOCK: usize = 16;
 
 fn best(reps: usize, mut f: impl FnMut() -> f64) -> f64 {
     (0..reps).map(|_| f()).fold(f64::INFINITY, f64::min)
@@ -29,55 +30,57 @@ fn prompt() -> Vec<u32> {
         .collect()
 }
 
+/// Contiguous block tables: sequence `i` owns blocks `i * per ..`.
+fn tables(seqs: usize, positions: usize) -> Vec<Vec<u32>> {
+    let per = positions.div_ceil(BLOCK);
+    (0..seqs)
+        .map(|i| ((i * per) as u32..((i + 1) * per) as u32).collect())
+        .collect()
+}
+
 /// Seconds to decode `steps` tokens for each of `n` sequences, batched.
-fn decode_secs(model: &Llama, n: usize, steps: usize, ws: &mut Workspace) -> f64 {
+fn decode_secs(b: &mut dyn Backend, n: usize, steps: usize, logits: &mut Vec<f32>) -> f64 {
     let p = prompt();
-    let mut caches: Vec<_> = (0..n).map(|_| model.new_cache(p.len() + steps)).collect();
-    for c in caches.iter_mut() {
-        model
-            .forward(
-                &mut [SeqInput {
-                    tokens: &p,
-                    cache: c,
-                }],
-                ws,
-                LogitsFor::LastToken,
-            )
-            .expect("prefill");
+    let tables = tables(n, p.len() + steps);
+    for t in &tables {
+        let chunk = SeqChunk {
+            tokens: &p,
+            start: 0,
+            blocks: t,
+            logits: LogitsFor::LastToken,
+        };
+        b.forward(&[chunk], logits).expect("prefill");
     }
     let tok = [504u32];
     let start = Instant::now();
-    for _ in 0..steps {
-        let mut inputs: Vec<SeqInput<'_>> = caches
-            .iter_mut()
-            .map(|cache| SeqInput {
+    for step in 0..steps {
+        let chunks: Vec<SeqChunk<'_>> = tables
+            .iter()
+            .map(|t| SeqChunk {
                 tokens: &tok,
-                cache,
+                start: p.len() + step,
+                blocks: t,
+                logits: LogitsFor::LastToken,
             })
             .collect();
-        model
-            .forward(&mut inputs, ws, LogitsFor::LastToken)
-            .expect("decode");
+        b.forward(&chunks, logits).expect("decode");
     }
     start.elapsed().as_secs_f64()
 }
 
-fn prefill_secs(model: &Llama, ws: &mut Workspace) -> f64 {
+fn prefill_secs(b: &mut dyn Backend, logits: &mut Vec<f32>) -> f64 {
     let p: Vec<u32> = std::iter::once(1)
         .chain((0..PREFILL_TOKENS - 1).map(|i| 504 + (i % 300) as u32))
         .collect();
-    let mut cache = model.new_cache(p.len());
+    let table = &tables(1, p.len())[0];
+    let chunk = SeqChunk {
+        tokens: &p,
+        start: 0,
+        blocks: table,
+        logits: LogitsFor::LastToken,
+    };
     let start = Instant::now();
-    model
-        .forward(
-            &mut [SeqInput {
-                tokens: &p,
-                cache: &mut cache,
-            }],
-            ws,
-            LogitsFor::LastToken,
-        )
-        .expect("prefill");
+    b.forward(&[chunk], logits).expect("prefill");
     start.elapsed().as_secs_f64()
 }
 
@@ -87,18 +90,21 @@ struct Figures {
     aggregate: Vec<(usize, f64)>,
 }
 
-fn candlelight(model: &Llama) -> Figures {
-    let mut ws = Workspace::default();
-    decode_secs(model, 1, 8, &mut ws); // warm up
-    let decode = DECODE_TOKENS as f64 / best(3, || decode_secs(model, 1, DECODE_TOKENS, &mut ws));
-    let prefill = PREFILL_TOKENS as f64 / best(3, || prefill_secs(model, &mut ws));
+/// The engine's figures on one backend.
+fn measure(b: &mut dyn Backend) -> Figures {
+    let most = LEVELS.iter().max().copied().unwrap_or(1);
+    let positions = (prompt().len() + DECODE_TOKENS.max(AGG_STEPS)).max(PREFILL_TOKENS);
+    b.allocate_kv(BLOCK, most * positions.div_ceil(BLOCK))
+        .expect("KV pool");
+    let mut logits = Vec::new();
+    decode_secs(b, 1, 8, &mut logits); // warm up
+    let decode = DECODE_TOKENS as f64 / best(3, || decode_secs(b, 1, DECODE_TOKENS, &mut logits));
+    let prefill = PREFILL_TOKENS as f64 / best(3, || prefill_secs(b, &mut logits));
     let aggregate = LEVELS
         .iter()
         .map(|&n| {
-            (
-                n,
-                (n * AGG_STEPS) as f64 / best(2, || decode_secs(model, n, AGG_STEPS, &mut ws)),
-            )
+            let secs = best(2, || decode_secs(b, n, AGG_STEPS, &mut logits));
+            (n, (n * AGG_STEPS) as f64 / secs)
         })
         .collect();
     Figures {
@@ -106,6 +112,17 @@ fn candlelight(model: &Llama) -> Figures {
         prefill,
         aggregate,
     }
+}
+
+fn load(path: &Path, backend: BackendKind, threads: usize) -> Option<LoadedModel> {
+    let options = LoadOptions {
+        device: Device::Cpu,
+        backend,
+        threads,
+    };
+    LoadedModel::load(path, options)
+        .map_err(|e| eprintln!("{backend:?} backend not run: {e}"))
+        .ok()
 }
 
 fn llama_cpp(model: &str, threads: usize) -> Option<Figures> {
@@ -190,59 +207,73 @@ fn main() {
         std::env::var("CANDLELIGHT_MODEL")
             .unwrap_or_else(|_| "models/SmolLM2-135M-Instruct.Q4_1.gguf".into()),
     );
-    kernels::init_thread_pool(threads).expect("thread pool");
-    let loaded = LoadedModel::load(&path).expect("model loads");
-    eprintln!(
-        "candlelight: {} threads, SIMD {}",
-        kernels::num_threads(),
-        kernels::simd_level()
-    );
-    let ours = candlelight(&loaded.model);
-    drop(loaded);
-    let stock = candle_stock(&path);
-    let base = llama_cpp(&path.display().to_string(), threads);
+    let mut native = load(&path, BackendKind::Native, threads).expect("the native backend loads");
+    let info = native.backend.info();
+    eprintln!("candlelight: {} threads, {}", info.threads, info.compute);
+    let ours = measure(native.backend.as_mut());
+    drop(native);
+    // BENCH_SKIP_OTHERS=1: only the native backend (for before/after comparisons).
+    let others = std::env::var("BENCH_SKIP_OTHERS").map_or(true, |v| v != "1");
+    let candle = others
+        .then(|| load(&path, BackendKind::Candle, threads))
+        .flatten()
+        .map(|mut m| measure(m.backend.as_mut()));
+    let stock = others.then(|| candle_stock(&path)).flatten();
+    let base = others
+        .then(|| llama_cpp(&path.display().to_string(), threads))
+        .flatten();
+    print_table(&path, threads, &ours, candle.as_ref(), base.as_ref(), stock);
+}
 
-    let fmt_ratio = |a: f64, b: Option<f64>| b.map_or("-".to_owned(), |b| format!("{:.2}x", a / b));
-    let fmt_val = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+fn print_table(
+    path: &Path,
+    threads: usize,
+    ours: &Figures,
+    candle: Option<&Figures>,
+    base: Option<&Figures>,
+    stock: Option<(f64, f64)>,
+) {
+    let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_owned(), |b| format!("{:.2}x", a / b));
+    let val = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
     println!(
-        "\nengine bench: {} on {threads} threads (tokens/s; ratio = candlelight / other)\n",
+        "\nengine bench: {} on {threads} threads (tokens/s; ratio = candlelight native / other)\n",
         path.display()
     );
-    println!("| figure | candlelight | llama.cpp | ratio vs llama.cpp | candle stock | ratio vs candle |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    println!(
-        "| single-stream decode | {:.1} | {} | {} | {} | {} |",
-        ours.decode,
-        fmt_val(base.as_ref().map(|b| b.decode)),
-        fmt_ratio(ours.decode, base.as_ref().map(|b| b.decode)),
-        fmt_val(stock.map(|s| s.0)),
-        fmt_ratio(ours.decode, stock.map(|s| s.0)),
-    );
-    println!(
-        "| prefill, {PREFILL_TOKENS}-token prompt | {:.1} | {} | {} | {} | {} |",
-        ours.prefill,
-        fmt_val(base.as_ref().map(|b| b.prefill)),
-        fmt_ratio(ours.prefill, base.as_ref().map(|b| b.prefill)),
-        fmt_val(stock.map(|s| s.1)),
-        fmt_ratio(ours.prefill, stock.map(|s| s.1)),
-    );
-    for (n, v) in &ours.aggregate {
-        let theirs = base
-            .as_ref()
-            .and_then(|b| b.aggregate.iter().find(|(m, _)| m == n).map(|x| x.1));
+    println!("| figure | native | llama.cpp | ratio vs llama.cpp | candle backend (CPU) | candle stock | ratio vs candle stock |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let row = |name: String, v: f64, pick: &dyn Fn(&Figures) -> Option<f64>, s: Option<f64>| {
+        let theirs = base.and_then(pick);
         println!(
-            "| aggregate decode, {n} sequences | {v:.1} | {} | {} | - | - |",
-            fmt_val(theirs),
-            fmt_ratio(*v, theirs),
+            "| {name} | {v:.1} | {} | {} | {} | {} | {} |",
+            val(theirs),
+            ratio(v, theirs),
+            val(candle.and_then(pick)),
+            val(s),
+            ratio(v, s),
         );
+    };
+    row(
+        "single-stream decode".into(),
+        ours.decode,
+        &|f| Some(f.decode),
+        stock.map(|s| s.0),
+    );
+    row(
+        format!("prefill, {PREFILL_TOKENS}-token prompt"),
+        ours.prefill,
+        &|f| Some(f.prefill),
+        stock.map(|s| s.1),
+    );
+    for &(n, v) in &ours.aggregate {
+        let pick = move |f: &Figures| f.aggregate.iter().find(|(m, _)| *m == n).map(|x| x.1);
+        row(format!("aggregate decode, {n} sequences"), v, &pick, None);
     }
-    if let Some(b) = &base {
+    if let Some(b) = base {
         let agg16 = ours
             .aggregate
             .iter()
             .find(|(n, _)| *n == 16)
-            .map(|x| x.1)
-            .unwrap_or(0.0);
+            .map_or(0.0, |x| x.1);
         println!(
             "\naggregate decode at 16 sequences / llama.cpp single-stream decode: {:.2}x",
             agg16 / b.decode

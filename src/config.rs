@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::engine::backend::{BackendKind, Device};
+use crate::engine::kv::{KvConfig, DEFAULT_BLOCK_SIZE};
 use crate::engine::SchedulerLimits;
 
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -38,19 +40,41 @@ pub struct ServeConfig {
     pub host: String,
     #[arg(long, env = "CANDLELIGHT_PORT", default_value_t = 3000)]
     pub port: u16,
-    /// Sequences decoded together in one step.
+    /// Where the model runs: `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, env = "CANDLELIGHT_DEVICE", default_value = "cpu")]
+    pub device: Device,
+    /// What computes: `native` (candlelight's CPU kernels), `candle` (candle-core,
+    /// CPU or CUDA, every GGUF type), or `auto` (native when it has kernels for
+    /// every matmul tensor type in the file and the device is the CPU, else candle).
+    #[arg(long, env = "CANDLELIGHT_BACKEND", default_value = "auto")]
+    pub backend: BackendKind,
+    /// Sequences running (prefilling or decoding) at once.
     #[arg(long, default_value_t = 16)]
     pub max_batch_size: usize,
     /// KV-cache positions all running sequences may reserve together
-    /// (each reserves prompt + max_new_tokens). Default: 4 × the model context.
+    /// (each reserves prompt + max_new_tokens). Default: 4 × the model context,
+    /// or what --kv-memory-fraction allows on a GPU.
     #[arg(long)]
     pub max_total_tokens: Option<usize>,
-    /// Prompt tokens prefilled in one step. A longer prompt is prefilled in
-    /// chunks over several steps, with running streams decoding in between.
-    /// On CPU, prefill speed is flat beyond a few hundred tokens per step, so
-    /// larger chunks would only lengthen the pauses other streams see.
+    /// Fraction (0-1] of the device's free memory the KV cache may take, after
+    /// the weights are loaded (GPUs; the CPU reports no free-memory figure).
+    #[arg(long)]
+    pub kv_memory_fraction: Option<f64>,
+    /// Tokens one engine step computes: one per decoding sequence plus prompt
+    /// tokens. Bounds how long running streams wait between tokens when new
+    /// prompts arrive (the inter-token tail), at some cost in time to first token.
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_TOKENS)]
+    pub max_batch_tokens: usize,
+    /// Prompt tokens one step computes, at most (within --max-batch-tokens).
     #[arg(long, default_value_t = 512)]
     pub max_prefill_tokens: usize,
+    /// KV positions the prefix cache may keep for reuse by later prompts
+    /// (default: all room no running sequence needs).
+    #[arg(long)]
+    pub prefix_cache_tokens: Option<usize>,
+    /// Do not reuse cached prompt prefixes.
+    #[arg(long)]
+    pub no_prefix_cache: bool,
     /// Requests allowed to wait for admission; more get HTTP 429.
     #[arg(long, default_value_t = 256)]
     pub max_queue: usize,
@@ -90,15 +114,63 @@ impl TelemetryArgs {
     }
 }
 
+/// Default step budget. On 2 CPU cores a step costs ~1.7 ms per token, so 64
+/// tokens keep a decode stall under ~120 ms while prompts still advance 48+
+/// tokens a step at 16 streams (see docs/performance.md for the measurements).
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 64;
+
 impl ServeConfig {
-    /// Engine limits, filling defaults that depend on the model.
-    pub fn limits(&self, context_length: usize) -> SchedulerLimits {
+    /// Engine limits, filling defaults that depend on the model (`context_length`)
+    /// and, with --kv-memory-fraction, on the device's free memory.
+    pub fn limits(
+        &self,
+        context_length: usize,
+        kv_bytes_per_token: usize,
+        free_memory: Option<usize>,
+    ) -> SchedulerLimits {
+        let from_memory = self.kv_memory_fraction.zip(free_memory).map(|(f, free)| {
+            (f.clamp(0.0, 1.0) * free as f64) as usize / kv_bytes_per_token.max(1)
+        });
+        let max_total_tokens = self
+            .max_total_tokens
+            .or(from_memory)
+            .unwrap_or(4 * context_length)
+            .max(1);
         SchedulerLimits {
             max_batch_size: self.max_batch_size.max(1),
-            max_total_tokens: self.max_total_tokens.unwrap_or(4 * context_length).max(1),
+            max_total_tokens,
+            max_batch_tokens: self.max_batch_tokens.max(1),
             max_prefill_tokens: self.max_prefill_tokens.max(1),
             max_queue: self.max_queue,
         }
+    }
+
+    /// KV block pool for `limits`: enough blocks for `max_total_tokens`, and the
+    /// prefix cache's cap.
+    pub fn kv_config(&self, limits: &SchedulerLimits) -> KvConfig {
+        let block_size = DEFAULT_BLOCK_SIZE;
+        let capacity_blocks = limits.max_total_tokens.div_ceil(block_size);
+        let prefix_cache_blocks = (!self.no_prefix_cache).then(|| {
+            self.prefix_cache_tokens
+                .map_or(capacity_blocks, |t| t / block_size)
+        });
+        KvConfig {
+            block_size,
+            capacity_blocks,
+            prefix_cache_blocks,
+        }
+    }
+
+    /// The name clients use in `model`: `--model-name`, else the file name
+    /// without its quantization suffix.
+    pub fn model_name(&self) -> String {
+        self.model_name.clone().unwrap_or_else(|| {
+            self.model
+                .file_name()
+                .and_then(|f| f.to_str())
+                .map(crate::engine::model_name_from_file)
+                .unwrap_or_else(|| "model".to_owned())
+        })
     }
 
     pub fn threads(&self) -> usize {

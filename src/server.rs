@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use crate::api::chat::ChatTemplate;
 use crate::api::{self, AppState};
 use crate::config::{Cli, Command, ServeConfig};
-use crate::engine::{kernels, Engine, LoadedModel};
+use crate::engine::{Engine, LoadOptions, LoadedModel};
 use crate::telemetry::{Telemetry, TelemetryConfig};
 
 /// Entry point of the `candlelight` binary.
@@ -44,18 +44,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     check_model_file(&config)?;
-    if let Err(e) = kernels::init_thread_pool(config.threads()) {
-        // Only possible when a process serves twice (tests); the first pool stays.
-        tracing::warn!(error = %e, "compute thread pool already running");
-    }
-    let model_name = config.model_name.clone().unwrap_or_else(|| {
-        config
-            .model
-            .file_name()
-            .and_then(|f| f.to_str())
-            .map(crate::engine::model_name_from_file)
-            .unwrap_or_else(|| "model".to_owned())
-    });
+    let model_name = config.model_name();
     let telemetry = if config.telemetry.no_telemetry {
         Telemetry::disabled()
     } else {
@@ -74,31 +63,7 @@ pub async fn serve(
     let loader = {
         let state = state.clone();
         let telemetry = telemetry.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let started = std::time::Instant::now();
-            let loaded = LoadedModel::load(&config.model)
-                .with_context(|| format!("loading {}", config.model.display()))?;
-            let chat = ChatTemplate::new(
-                loaded.info.chat_template.as_deref(),
-                loaded.info.bos_token.as_deref(),
-                loaded.info.eos_token.as_deref(),
-            )?;
-            let limits = config.limits(loaded.info.context_length);
-            tracing::info!(
-                model = %config.model.display(),
-                quantization = %loaded.info.quantization,
-                context = loaded.info.context_length,
-                weights_mib = loaded.info.weight_bytes / (1 << 20),
-                threads = kernels::num_threads(),
-                simd = kernels::simd_level(),
-                ?limits,
-                secs = started.elapsed().as_secs_f32(),
-                "model loaded"
-            );
-            let engine = Engine::start(loaded, limits, telemetry.observer())?;
-            state.set_ready(engine, chat);
-            Ok(())
-        })
+        tokio::task::spawn_blocking(move || load_engine(&config, &state, &telemetry))
     };
 
     let addr = listener.local_addr()?;
@@ -119,6 +84,63 @@ pub async fn serve(
     };
     telemetry.shutdown().await;
     result
+}
+
+/// Loads the model, starts the engine and makes `state` ready.
+fn load_engine(
+    config: &ServeConfig,
+    state: &AppState,
+    telemetry: &Telemetry,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let options = LoadOptions {
+        device: config.device,
+        backend: config.backend,
+        threads: config.threads(),
+    };
+    let loaded = LoadedModel::load(&config.model, options)
+        .with_context(|| format!("loading {}", config.model.display()))?;
+    let info = &loaded.info;
+    let chat = ChatTemplate::new(
+        info.chat_template.as_deref(),
+        info.bos_token.as_deref(),
+        info.eos_token.as_deref(),
+    )?;
+    let limits = config.limits(
+        info.context_length,
+        info.kv_bytes_per_token,
+        loaded.backend.free_memory_bytes(),
+    );
+    let kv = config.kv_config(&limits);
+    let b = &info.backend;
+    tracing::info!(
+        model = %config.model.display(),
+        quantization = %info.quantization,
+        context = info.context_length,
+        backend = b.backend,
+        device = %b.device,
+        compute = %b.compute,
+        threads = b.threads,
+        weights_mib = b.weight_bytes >> 20,
+        why = %info.backend_reason,
+        ?limits,
+        kv_blocks = kv.capacity_blocks,
+        prefix_cache_blocks = ?kv.prefix_cache_blocks,
+        secs = started.elapsed().as_secs_f32(),
+        "model loaded"
+    );
+    for k in &b.kernels {
+        tracing::info!(
+            tensor_type = %k.tensor_type,
+            kernel = %k.kernel,
+            tensors = k.tensors,
+            mib = k.bytes >> 20,
+            "weights"
+        );
+    }
+    let engine = Engine::start(loaded, limits, kv, telemetry.observer())?;
+    state.set_ready(engine, chat);
+    Ok(())
 }
 
 fn telemetry_config(config: &ServeConfig) -> TelemetryConfig {

@@ -1,13 +1,14 @@
-//! The engine against llama.cpp's outputs for the default model
-//! (`tests/data/reference/`): exact tokenization, and teacher-forced greedy
-//! decoding through the same batched prefill/decode path that serves.
+//! The engine against llama.cpp's outputs (`tests/data/reference/`): exact
+//! tokenization, and teacher-forced greedy decoding through the same batched
+//! prefill/decode path that serves, on each backend and each requantized model.
 
 mod common;
 
-use candlelight::engine::kv_cache::KvCache;
-use candlelight::engine::model::{LogitsFor, SeqInput, Workspace};
+use std::path::Path;
+
+use candlelight::engine::backend::{Backend, BackendKind, Device, LogitsFor, SeqChunk};
 use candlelight::engine::sampler::top_n;
-use candlelight::engine::LoadedModel;
+use candlelight::engine::{LoadOptions, LoadedModel};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -24,10 +25,66 @@ struct GreedyCase {
     greedy_ids: Vec<u32>,
 }
 
+fn load_with(path: &Path, backend: BackendKind) -> LoadedModel {
+    let options = LoadOptions {
+        device: Device::Cpu,
+        backend,
+        threads: 2,
+    };
+    LoadedModel::load(path, options).expect("the model loads")
+}
+
 fn load() -> LoadedModel {
-    // Several tests share the process-wide pool; the first sizes it.
-    let _ = candlelight::engine::kernels::init_thread_pool(2);
-    LoadedModel::load(&common::model_path()).expect("the default model loads")
+    load_with(&common::model_path(), BackendKind::Native)
+}
+
+/// Positions per KV block in these tests.
+const BLOCK: usize = 16;
+
+/// A backend with a KV pool where sequence `i` owns blocks `i * per ..`.
+struct Forcer {
+    backend: Box<dyn Backend>,
+    tables: Vec<Vec<u32>>,
+    logits: Vec<f32>,
+}
+
+impl Forcer {
+    fn new(mut backend: Box<dyn Backend>, seqs: usize, positions: usize) -> Self {
+        let per = positions.div_ceil(BLOCK);
+        backend
+            .allocate_kv(BLOCK, seqs * per)
+            .expect("KV pool allocates");
+        let tables = (0..seqs)
+            .map(|i| ((i * per) as u32..((i + 1) * per) as u32).collect())
+            .collect();
+        Self {
+            backend,
+            tables,
+            logits: Vec::new(),
+        }
+    }
+
+    /// One forward: `(sequence, tokens, start)` per chunk; logits of the last
+    /// token of each (or of every token, with `all`).
+    fn forward(&mut self, chunks: &[(usize, &[u32], usize)], all: bool) -> &[f32] {
+        let chunks: Vec<SeqChunk<'_>> = chunks
+            .iter()
+            .map(|&(i, tokens, start)| SeqChunk {
+                tokens,
+                start,
+                blocks: &self.tables[i],
+                logits: if all {
+                    LogitsFor::AllTokens
+                } else {
+                    LogitsFor::LastToken
+                },
+            })
+            .collect();
+        self.backend
+            .forward(&chunks, &mut self.logits)
+            .expect("forward");
+        &self.logits
+    }
 }
 
 #[test]
@@ -73,13 +130,11 @@ fn chat_prompts_render_and_tokenize_like_llama_cpp() {
     }
 }
 
-/// All reference prompts run as one batch: one prefill step, then decode steps
-/// in which every sequence is fed its own reference token. Sequences have
-/// different lengths, so this also checks per-sequence positions and caches.
-#[test]
-fn teacher_forced_greedy_tracks_llama_cpp() {
-    let m = load();
-    let cases: Vec<GreedyCase> = common::read_jsonl("greedy.jsonl");
+/// Teacher forcing of llama.cpp's greedy continuations: all prompts run as one
+/// batch (one prefill step, then decode steps in which every sequence is fed its
+/// own reference token). Sequences have different lengths, so this also checks
+/// per-sequence positions and block tables. Returns the top-1 agreement.
+fn teacher_force(m: LoadedModel, cases: &[GreedyCase]) -> f64 {
     let eos = m.tokenizer.eos_id();
     // llama.cpp stopped at EOS where a continuation is shorter than 48 tokens:
     // EOS is then the reference for the step after the last token.
@@ -93,21 +148,14 @@ fn teacher_forced_greedy_tracks_llama_cpp() {
             t
         })
         .collect();
-    for c in &cases {
-        assert_eq!(
-            m.tokenizer
-                .encode(&c.rendered_prompt, true)
-                .expect("encode"),
-            c.prompt_ids
-        );
-    }
-    let mut caches: Vec<KvCache> = cases
+    let longest = cases
         .iter()
         .zip(&targets)
-        .map(|(c, t)| m.model.new_cache(c.prompt_ids.len() + t.len()))
-        .collect();
-    let vocab = m.model.config().vocab_size;
-    let mut ws = Workspace::default();
+        .map(|(c, t)| c.prompt_ids.len() + t.len())
+        .max()
+        .unwrap_or(0);
+    let vocab = m.backend.config().vocab_size;
+    let mut forcer = Forcer::new(m.backend, cases.len(), longest);
     let (mut steps, mut top1, mut worst_rank) = (0usize, 0usize, 0usize);
     let mut check = |logits: &[f32], want: u32, case: usize, step: usize| {
         let top = top_n(logits, 3, 0.0);
@@ -123,43 +171,31 @@ fn teacher_forced_greedy_tracks_llama_cpp() {
         worst_rank = worst_rank.max(rank.unwrap_or(3));
     };
 
-    // Prefill every prompt in one batched step.
-    let mut inputs: Vec<SeqInput<'_>> = cases
+    let prefill: Vec<(usize, &[u32], usize)> = cases
         .iter()
-        .zip(caches.iter_mut())
-        .map(|(c, cache)| SeqInput {
-            tokens: &c.prompt_ids,
-            cache,
-        })
+        .enumerate()
+        .map(|(i, c)| (i, c.prompt_ids.as_slice(), 0))
         .collect();
-    m.model
-        .forward(&mut inputs, &mut ws, LogitsFor::LastToken)
-        .expect("prefill");
+    let logits = forcer.forward(&prefill, false).to_vec();
     for (i, t) in targets.iter().enumerate() {
-        check(&ws.logits[i * vocab..(i + 1) * vocab], t[0], i, 0);
+        check(&logits[i * vocab..(i + 1) * vocab], t[0], i, 0);
     }
-
-    // Decode: each live sequence is fed its previous reference token.
-    let longest = targets.iter().map(Vec::len).max().unwrap_or(0);
-    for step in 1..longest {
+    let max_steps = targets.iter().map(Vec::len).max().unwrap_or(0);
+    for step in 1..max_steps {
         let live: Vec<usize> = (0..cases.len())
             .filter(|&i| step < targets[i].len())
             .collect();
-        let mut inputs: Vec<SeqInput<'_>> = Vec::new();
-        for (i, cache) in caches.iter_mut().enumerate() {
-            if live.contains(&i) {
-                inputs.push(SeqInput {
-                    tokens: std::slice::from_ref(&targets[i][step - 1]),
-                    cache,
-                });
-            }
-        }
-        m.model
-            .forward(&mut inputs, &mut ws, LogitsFor::LastToken)
-            .expect("decode");
+        let chunks: Vec<(usize, &[u32], usize)> = live
+            .iter()
+            .map(|&i| {
+                let start = cases[i].prompt_ids.len() + step - 1;
+                (i, std::slice::from_ref(&targets[i][step - 1]), start)
+            })
+            .collect();
+        let logits = forcer.forward(&chunks, false).to_vec();
         for (row, &i) in live.iter().enumerate() {
             check(
-                &ws.logits[row * vocab..(row + 1) * vocab],
+                &logits[row * vocab..(row + 1) * vocab],
                 targets[i][step],
                 i,
                 step,
@@ -171,7 +207,31 @@ fn teacher_forced_greedy_tracks_llama_cpp() {
         "teacher forcing: top-1 {top1}/{steps} = {:.1}%, worst rank {worst_rank}",
         rate * 100.0
     );
+    rate
+}
+
+fn check_teacher_forcing(model: &Path, backend: BackendKind, reference: &str) {
+    let cases: Vec<GreedyCase> = common::read_jsonl(reference);
+    let m = load_with(model, backend);
+    for c in &cases {
+        let ids = m
+            .tokenizer
+            .encode(&c.rendered_prompt, true)
+            .expect("encode");
+        assert_eq!(ids, c.prompt_ids);
+    }
+    let rate = teacher_force(m, &cases);
     assert!(rate >= 0.95, "top-1 agreement {:.1}% < 95%", rate * 100.0);
+}
+
+#[test]
+fn teacher_forced_greedy_tracks_llama_cpp_on_the_native_backend() {
+    check_teacher_forcing(&common::model_path(), BackendKind::Native, "greedy.jsonl");
+}
+
+#[test]
+fn teacher_forced_greedy_tracks_llama_cpp_on_the_candle_backend() {
+    check_teacher_forcing(&common::model_path(), BackendKind::Candle, "greedy.jsonl");
 }
 
 /// Prefill of all positions agrees with token-by-token decode (same cache maths).
@@ -182,36 +242,15 @@ fn prefill_and_decode_agree() {
         .tokenizer
         .encode("The quick brown fox jumps over", true)
         .expect("encode");
-    let vocab = m.model.config().vocab_size;
-    let mut ws = Workspace::default();
-    let mut a = m.model.new_cache(prompt.len());
-    m.model
-        .forward(
-            &mut [SeqInput {
-                tokens: &prompt,
-                cache: &mut a,
-            }],
-            &mut ws,
-            LogitsFor::AllTokens,
-        )
-        .expect("prefill");
-    let all = ws.logits.clone();
-    let mut b = m.model.new_cache(prompt.len());
+    let vocab = m.backend.config().vocab_size;
+    let mut forcer = Forcer::new(m.backend, 2, prompt.len());
+    let all = forcer.forward(&[(0, &prompt, 0)], true).to_vec();
     for (i, t) in prompt.iter().enumerate() {
-        m.model
-            .forward(
-                &mut [SeqInput {
-                    tokens: std::slice::from_ref(t),
-                    cache: &mut b,
-                }],
-                &mut ws,
-                LogitsFor::LastToken,
-            )
-            .expect("decode");
+        let got = forcer.forward(&[(1, std::slice::from_ref(t), i)], false);
         let want = &all[i * vocab..(i + 1) * vocab];
         let max_diff = want
             .iter()
-            .zip(&ws.logits)
+            .zip(got)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0f32, f32::max);
         assert!(max_diff < 1e-2, "position {i}: logits differ by {max_diff}");
@@ -229,19 +268,26 @@ fn the_engine_refuses_an_empty_prompt_and_keeps_serving() {
     let limits = SchedulerLimits {
         max_batch_size: 4,
         max_total_tokens: 4096,
+        max_batch_tokens: 256,
         max_prefill_tokens: 512,
         max_queue: 8,
     };
-    let engine = Engine::start(load(), limits, std::sync::Arc::new(NoopObserver)).expect("start");
-    let request = |prompt_ids: Vec<u32>| GenerationRequest {
-        prompt_ids,
-        sampling: SamplingParams::default(),
-        stopping: StoppingCriteria {
+    let kv = candlelight::engine::kv::KvConfig {
+        block_size: BLOCK,
+        capacity_blocks: 4096 / BLOCK,
+        prefix_cache_blocks: None,
+    };
+    let engine =
+        Engine::start(load(), limits, kv, std::sync::Arc::new(NoopObserver)).expect("start");
+    let request = |prompt_ids: Vec<u32>| {
+        let stopping = StoppingCriteria {
             max_new_tokens: 3,
             stop_sequences: vec![],
             ignore_eos: true,
-        },
-        span: std::sync::Arc::new(()),
+            deadline: None,
+        };
+        let span = std::sync::Arc::new(());
+        GenerationRequest::new(prompt_ids, SamplingParams::default(), stopping, span)
     };
     // An engine-API caller (the HTTP layer rejects empty text before this).
     assert!(matches!(
@@ -258,7 +304,7 @@ fn the_engine_refuses_an_empty_prompt_and_keeps_serving() {
                     break;
                 }
             }
-            GenerationEvent::Failed(e) => panic!("generation failed: {e}"),
+            GenerationEvent::Failed(e) => panic!("generation failed: {e:?}"),
         }
     }
     assert_eq!(tokens, 3);

@@ -100,12 +100,12 @@ pub fn dispatch(app: &AppState, args: DispatchArgs<'_>) -> Result<Dispatched, Ap
     };
     let prompt_tokens = prompt_ids.len();
     let seed = valid.sampling.seed;
-    let request = GenerationRequest {
+    let request = GenerationRequest::new(
         prompt_ids,
-        sampling: valid.sampling,
-        stopping: valid.stopping,
-        span: tel.span_handle(),
-    };
+        valid.sampling,
+        valid.stopping,
+        tel.span_handle(),
+    );
     match engine.submit(request) {
         Ok((_, events)) => Ok(Dispatched {
             events,
@@ -161,7 +161,9 @@ pub async fn collect(mut d: Dispatched) -> Result<Collected, ApiError> {
                     });
                 }
             }
-            GenerationEvent::Failed(msg) => return Err(ApiError::new(ErrorKind::Generation, msg)),
+            GenerationEvent::Failed(f) => {
+                return Err(ApiError::new(ErrorKind::Generation, f.message))
+            }
         }
     }
     Err(ApiError::new(

@@ -111,7 +111,7 @@ impl From<SubmitError> for ApiError {
         let kind = match e {
             SubmitError::QueueFull(_) => ErrorKind::QueueFull,
             SubmitError::TooLarge { .. } | SubmitError::EmptyPrompt => ErrorKind::Validation,
-            SubmitError::Stopped => ErrorKind::Loading,
+            SubmitError::EngineDead => ErrorKind::Loading,
         };
         ApiError::new(kind, e.to_string())
     }

@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::config::ServeConfig;
-use crate::engine::{kernels, Engine};
+use crate::engine::Engine;
 use crate::telemetry::Telemetry;
 
 use chat::ChatTemplate;
@@ -138,6 +138,7 @@ async fn info(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Ap
     let l = engine.limits();
     let cfg = &app.inner.config;
     let stats = engine.stats();
+    let kv = engine.kv_config();
     use std::sync::atomic::Ordering::Relaxed;
     Ok(Json(json!({
         "model_id": app.model_name(),
@@ -146,23 +147,33 @@ async fn info(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Ap
         "quantization": m.quantization,
         "max_context": m.context_length,
         "vocab_size": m.vocab_size,
-        "weight_bytes": m.weight_bytes,
+        "weight_bytes": m.backend.weight_bytes,
         "kv_cache_bytes_per_token": m.kv_bytes_per_token,
+        "kv_block_size": kv.block_size,
+        "kv_cache_blocks": kv.capacity_blocks,
+        "prefix_cache": kv.prefix_cache_blocks.map(|b| b * kv.block_size),
         "limits": {
             "max_batch_size": l.max_batch_size,
             "max_total_tokens": l.max_total_tokens,
+            "max_batch_tokens": l.max_batch_tokens,
             "max_prefill_tokens": l.max_prefill_tokens,
             "max_queue": l.max_queue,
             "max_body_bytes": cfg.max_body_bytes,
         },
         "queued_requests": stats.queued.load(Relaxed),
         "running_requests": stats.running.load(Relaxed),
-        "kv_cache_used_bytes": stats.kv_cache_used_bytes.load(Relaxed),
+        "kv_cache_reserved_bytes": stats.kv_reserved_bytes.load(Relaxed),
+        "kv_cache_cached_bytes": stats.kv_cached_bytes.load(Relaxed),
         "last_batch_size": stats.last_batch.load(Relaxed),
         "peak_batch_size": stats.peak_batch.load(Relaxed),
-        "threads": kernels::num_threads(),
-        "simd": kernels::simd_level(),
-        "device": "cpu",
+        "backend": m.backend.backend,
+        "backend_reason": m.backend_reason,
+        "device": m.backend.device,
+        "device_name": m.backend.device_name,
+        "compute": m.backend.compute,
+        "simd": m.backend.compute,
+        "threads": m.backend.threads,
+        "kernels": m.backend.kernels,
         "telemetry": app.telemetry().is_enabled(),
         "version": env!("CARGO_PKG_VERSION"),
         "git_commit": option_env!("CANDLELIGHT_GIT_COMMIT"),

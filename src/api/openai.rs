@@ -163,6 +163,7 @@ fn finish_reason(f: &Finish) -> &'static str {
     match f.reason {
         FinishReason::Length => "length",
         FinishReason::EosToken | FinishReason::StopSequence => "stop",
+        FinishReason::Timeout => "timeout",
     }
 }
 
@@ -464,9 +465,9 @@ fn chunk_stream(st: ChunkState) -> impl Stream<Item = Result<Event, Infallible>>
             }
             match st.d.events.recv().await? {
                 GenerationEvent::Token { token, finish } => st.on_token(&token, finish.as_ref()),
-                GenerationEvent::Failed(msg) => {
+                GenerationEvent::Failed(f) => {
                     st.finished = true;
-                    let err = json!({"error": {"message": msg, "type": "server_error", "code": "generation"}});
+                    let err = json!({"error": {"message": f.message, "type": "server_error", "code": "generation"}});
                     st.pending.push_back(json_event(&err));
                 }
             }

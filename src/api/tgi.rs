@@ -238,9 +238,9 @@ fn token_stream(d: Dispatched) -> impl Stream<Item = Result<Event, Infallible>> 
                     details,
                 })
             }
-            GenerationEvent::Failed(msg) => {
+            GenerationEvent::Failed(f) => {
                 st.done = true;
-                json_event(&serde_json::json!({"error": msg, "error_type": "generation"}))
+                json_event(&serde_json::json!({"error": f.message, "error_type": "generation"}))
             }
         };
         Some((Ok(event), st))

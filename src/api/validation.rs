@@ -170,6 +170,7 @@ pub fn validate(
             max_new_tokens: max_new,
             stop_sequences: raw.stop.clone(),
             ignore_eos: raw.ignore_eos,
+            deadline: None,
         },
     })
 }

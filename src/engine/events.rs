@@ -8,6 +8,8 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::request::FailureKind;
+
 /// Engine-wide request identifier (unique for the life of the process).
 pub type RequestId = u64;
 
@@ -15,11 +17,13 @@ pub type RequestId = u64;
 /// The engine only carries it along and hands it back in events.
 pub type SpanHandle = Arc<dyn Any + Send + Sync>;
 
-/// Which kind of forward pass an engine step ran.
+/// Which kind of forward pass an engine step ran: prompt tokens only, one new
+/// token per running sequence only, or both in one pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StepKind {
     Prefill,
     Decode,
+    Mixed,
 }
 
 impl StepKind {
@@ -27,6 +31,16 @@ impl StepKind {
         match self {
             StepKind::Prefill => "prefill",
             StepKind::Decode => "decode",
+            StepKind::Mixed => "mixed",
+        }
+    }
+
+    /// The kind of a step with `prefill` prompt tokens and `decode` decode rows.
+    pub fn of(prefill: usize, decode: usize) -> StepKind {
+        match (prefill > 0, decode > 0) {
+            (true, true) => StepKind::Mixed,
+            (true, false) => StepKind::Prefill,
+            _ => StepKind::Decode,
         }
     }
 }
@@ -40,6 +54,8 @@ pub enum FinishReason {
     EosToken,
     /// A stop sequence matched the generated text.
     StopSequence,
+    /// The request's wall-clock limit (`--request-timeout`) passed mid-generation.
+    Timeout,
 }
 
 impl FinishReason {
@@ -49,6 +65,7 @@ impl FinishReason {
             FinishReason::Length => "length",
             FinishReason::EosToken => "eos_token",
             FinishReason::StopSequence => "stop_sequence",
+            FinishReason::Timeout => "timeout",
         }
     }
 }
@@ -58,6 +75,7 @@ impl FinishReason {
 pub enum RejectReason {
     QueueFull,
     ShuttingDown,
+    EngineDead,
 }
 
 impl RejectReason {
@@ -65,6 +83,7 @@ impl RejectReason {
         match self {
             RejectReason::QueueFull => "queue_full",
             RejectReason::ShuttingDown => "shutting_down",
+            RejectReason::EngineDead => "engine_unavailable",
         }
     }
 }
@@ -74,8 +93,10 @@ impl RejectReason {
 pub struct StepMember<'a> {
     pub req: RequestId,
     pub span: &'a SpanHandle,
-    /// Tokens this request contributed to the step (its prompt chunk for prefill, 1 for decode).
+    /// Tokens this request contributed to the step (a prompt chunk, or 1 to decode).
     pub tokens: usize,
+    /// Whether those were prompt tokens (else one decode token).
+    pub prefill: bool,
 }
 
 /// Everything the engine reports. Borrowed so that emitting costs no allocation.
@@ -87,11 +108,13 @@ pub enum EngineEvent<'a> {
         prompt_tokens: usize,
         at: Instant,
     },
-    /// Left the queue for a prefill step.
+    /// Left the queue: its KV is reserved and its prompt starts prefilling.
     Admitted {
         req: RequestId,
         span: &'a SpanHandle,
         queued_at: Instant,
+        /// Prompt tokens found in the prefix cache (not computed again).
+        cached_tokens: usize,
         at: Instant,
     },
     /// One batched forward pass finished.
@@ -131,15 +154,38 @@ pub enum EngineEvent<'a> {
         output_tokens: usize,
         at: Instant,
     },
+    /// The request ended early (shutdown, timeout, engine failure).
+    Failed {
+        req: RequestId,
+        span: &'a SpanHandle,
+        kind: FailureKind,
+        output_tokens: usize,
+        at: Instant,
+    },
     /// The request could not be queued (HTTP 429).
     Rejected { reason: RejectReason },
     /// Scheduler gauges, reported after every step and whenever the queue changes.
-    Load {
-        running: usize,
-        waiting: usize,
-        kv_cache_used_bytes: usize,
-        kv_cache_capacity_bytes: usize,
+    Load(LoadReport),
+    /// The prompt's lookup in the prefix cache at admission.
+    PrefixLookup {
+        queried_tokens: usize,
+        hit_tokens: usize,
     },
+}
+
+/// Scheduler and KV gauges after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadReport {
+    pub running: usize,
+    pub waiting: usize,
+    /// KV held by or promised to running sequences.
+    pub kv_reserved_bytes: usize,
+    /// Evictable prefix-cache KV.
+    pub kv_cached_bytes: usize,
+    pub kv_capacity_bytes: usize,
+    /// KV pool geometry: positions per block and blocks.
+    pub kv_block_size: usize,
+    pub kv_blocks: usize,
 }
 
 /// Something that watches the engine. Called on the engine thread: keep it cheap

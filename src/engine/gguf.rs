@@ -44,7 +44,6 @@ pub enum GgufError {
 
 /// An open GGUF file with its parsed header.
 pub struct GgufFile {
-    path: PathBuf,
     file: File,
     content: Content,
 }
@@ -59,15 +58,12 @@ impl GgufFile {
             path: path.to_owned(),
             source,
         })?;
-        Ok(Self {
-            path: path.to_owned(),
-            file,
-            content,
-        })
+        Ok(Self { file, content })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Names of every tensor in the file.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.content.tensor_infos.keys().map(String::as_str)
     }
 
     pub fn metadata(&self) -> &HashMap<String, Value> {
@@ -168,6 +164,20 @@ impl GgufFile {
         let mut bytes = vec![0u8; len];
         self.file.read_exact(&mut bytes).map_err(io)?;
         Ok(bytes)
+    }
+
+    /// The tensor as a candle quantized tensor on `device` (any dtype candle reads).
+    pub fn qtensor(
+        &mut self,
+        name: &str,
+        device: &candle_core::Device,
+    ) -> Result<candle_core::quantized::QTensor, GgufError> {
+        self.content
+            .tensor(&mut self.file, name, device)
+            .map_err(|source| GgufError::Tensor {
+                name: name.to_owned(),
+                source,
+            })
     }
 
     /// The tensor dequantized to f32 by candle (any dtype candle supports).

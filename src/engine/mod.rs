@@ -1,13 +1,15 @@
-//! The inference engine: model, tokenizer, KV caches, sampler and the
-//! continuous-batching loop. It knows nothing of HTTP or OpenTelemetry: requests
-//! come in as [`GenerationRequest`]s, results go out as [`GenerationEvent`]s on
-//! each request's channel, and observers see [`events::EngineEvent`]s.
+//! The inference engine: tokenizer, scheduler, KV accounting, sampler and the
+//! continuous-batching loop, over a [`backend::Backend`] that computes the model.
+//! It knows nothing of HTTP or OpenTelemetry: requests come in as
+//! [`GenerationRequest`]s, results go out as [`GenerationEvent`]s on each
+//! request's channel, and observers see [`events::EngineEvent`]s.
 
+pub mod backend;
+pub mod config;
 pub mod events;
 pub mod gguf;
 pub mod kernels;
-pub mod kv_cache;
-pub mod model;
+pub mod kv;
 pub mod request;
 pub mod runner;
 pub mod sampler;
@@ -22,26 +24,43 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+use backend::{Backend, BackendError, BackendInfo, BackendKind, Device};
 use events::{EngineEvent, EngineObserver, RejectReason, RequestId};
 use gguf::{GgufError, GgufFile};
-use model::{Llama, ModelError};
-pub use request::{Finish, GenerationEvent, GenerationRequest, StoppingCriteria, Token, TopToken};
+use kv::KvConfig;
+pub use request::{
+    Failure, FailureKind, Finish, GenerationEvent, GenerationRequest, StoppingCriteria, Token,
+    TopToken,
+};
 pub use runner::EngineStats;
-use runner::{Runner, Submission};
+use runner::{Control, Faults, Runner};
 pub use sampler::SamplingParams;
 pub use scheduler::SchedulerLimits;
+use sequence::Submission;
 use tokenizer::{Tokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
-    Gguf(#[from] GgufError),
+    Gguf(Box<GgufError>),
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Backend(Box<BackendError>),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error("starting the engine thread: {0}")]
     Thread(#[from] std::io::Error),
+}
+
+impl From<GgufError> for LoadError {
+    fn from(e: GgufError) -> Self {
+        LoadError::Gguf(Box::new(e))
+    }
+}
+
+impl From<BackendError> for LoadError {
+    fn from(e: BackendError) -> Self {
+        LoadError::Backend(Box::new(e))
+    }
 }
 
 /// Why a request was not accepted.
@@ -53,58 +72,72 @@ pub enum SubmitError {
     TooLarge { budget: usize, limit: usize },
     #[error("the prompt has no tokens")]
     EmptyPrompt,
-    #[error("the engine has stopped")]
-    Stopped,
+    #[error("the inference engine has stopped")]
+    EngineDead,
 }
 
 /// Static facts about the loaded model, for validation and `/info`.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
-    pub name: String,
     pub architecture: String,
+    /// Type of the attention weights, e.g. "Q4_1" (the file's main quantization).
     pub quantization: String,
     pub context_length: usize,
     pub vocab_size: usize,
-    pub weight_bytes: usize,
     pub kv_bytes_per_token: usize,
     pub chat_template: Option<String>,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
+    pub backend: BackendInfo,
+    /// Why this backend serves the file (the `--backend auto` decision).
+    pub backend_reason: String,
 }
 
-/// A model and tokenizer loaded from one GGUF file.
+/// Where and how to load a model.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub backend: BackendKind,
+    pub threads: usize,
+}
+
+/// A backend and tokenizer loaded from one GGUF file.
 pub struct LoadedModel {
-    pub model: Llama,
+    pub backend: Box<dyn Backend>,
     pub tokenizer: Tokenizer,
     pub info: ModelInfo,
 }
 
 impl LoadedModel {
-    pub fn load(path: &Path) -> Result<Self, LoadError> {
+    pub fn load(path: &Path, options: LoadOptions) -> Result<Self, LoadError> {
         let mut g = GgufFile::open(path)?;
         let tokenizer = Tokenizer::from_gguf(&g)?;
-        let model = Llama::load(&mut g)?;
-        let cfg = model.config();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(model_name_from_file)
-            .unwrap_or_else(|| "model".to_owned());
+        let loaded = backend::load(
+            &mut g,
+            path,
+            options.device,
+            options.backend,
+            options.threads,
+        )?;
+        let backend = loaded.backend;
+        let cfg = backend.config().clone();
         let token = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
         let info = ModelInfo {
-            name,
             architecture: g.string("general.architecture")?,
-            quantization: model.quantization().to_owned(),
+            quantization: g
+                .tensor_dtype("blk.0.attn_q.weight")
+                .map(backend::native::type_name)?,
             context_length: cfg.context_length,
             vocab_size: cfg.vocab_size,
-            weight_bytes: model.weight_bytes(),
             kv_bytes_per_token: cfg.kv_bytes_per_token(),
             chat_template: g.string("tokenizer.chat_template").ok(),
             bos_token: token(tokenizer.bos_id()),
             eos_token: token(Some(tokenizer.eos_id())),
+            backend: backend.info(),
+            backend_reason: loaded.reason,
         };
         Ok(Self {
-            model,
+            backend,
             tokenizer,
             info,
         })
@@ -122,6 +155,32 @@ pub fn model_name_from_file(file: &str) -> String {
     }
 }
 
+/// A place in the waiting queue: taking one counts the request as queued, and
+/// dropping it (when the request starts, is refused or goes away) uncounts it.
+/// The only code that changes the count.
+pub struct QueueSlot {
+    count: Arc<EngineStats>,
+}
+
+impl QueueSlot {
+    fn take(stats: &Arc<EngineStats>, limit: usize) -> Result<Self, usize> {
+        let waiting = stats.queued.fetch_add(1, Ordering::Relaxed);
+        let slot = QueueSlot {
+            count: stats.clone(),
+        };
+        if waiting >= limit {
+            return Err(waiting); // `slot` drops here and undoes the count
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.count.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The running engine: submit requests, read `/info` facts. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -129,37 +188,41 @@ pub struct Engine {
 }
 
 struct EngineShared {
-    inbox: mpsc::Sender<Submission>,
+    inbox: mpsc::Sender<Control>,
     tokenizer: Arc<Tokenizer>,
     info: ModelInfo,
     limits: SchedulerLimits,
+    kv: KvConfig,
     stats: Arc<EngineStats>,
     next_id: AtomicU64,
     observer: Arc<dyn EngineObserver>,
 }
 
 impl Engine {
-    /// Starts the engine thread that owns `loaded.model`.
+    /// Starts the engine thread that owns `loaded.backend`.
     pub fn start(
         loaded: LoadedModel,
         limits: SchedulerLimits,
+        kv: KvConfig,
         observer: Arc<dyn EngineObserver>,
     ) -> Result<Self, LoadError> {
         let LoadedModel {
-            model,
+            backend,
             tokenizer,
             info,
         } = loaded;
         let tokenizer = Arc::new(tokenizer);
         let stats = Arc::new(EngineStats::default());
         let (inbox, rx) = mpsc::channel();
-        let runner = Runner {
-            model: Arc::new(model),
-            tokenizer: tokenizer.clone(),
-            observer: observer.clone(),
+        let runner = Runner::new(
+            backend,
+            tokenizer.clone(),
+            observer.clone(),
             limits,
-            stats: stats.clone(),
-        };
+            kv,
+            stats.clone(),
+        )?
+        .with_faults(Faults::from_env());
         std::thread::Builder::new()
             .name("candlelight-engine".into())
             .spawn(move || runner.run(rx))?;
@@ -169,6 +232,7 @@ impl Engine {
                 tokenizer,
                 info,
                 limits,
+                kv,
                 stats,
                 next_id: AtomicU64::new(1),
                 observer,
@@ -176,14 +240,18 @@ impl Engine {
         })
     }
 
-    /// Queues a request. Refuses at once (never blocks) when the queue is full.
+    /// Queues a request. Refuses at once (never blocks) when it can never run,
+    /// the queue is full, or the engine has stopped.
     pub fn submit(
         &self,
         request: GenerationRequest,
     ) -> Result<(RequestId, UnboundedReceiver<GenerationEvent>), SubmitError> {
         let s = &self.inner;
-        // Every admitted sequence must have input to run (the runner relies on it).
-        if request.prompt_ids.is_empty() {
+        if !self.is_alive() {
+            return Err(self.reject(RejectReason::EngineDead, SubmitError::EngineDead));
+        }
+        // Every started sequence must have input to run (the runner relies on it).
+        if request.prompt_ids().is_empty() {
             return Err(SubmitError::EmptyPrompt);
         }
         let budget = request.token_budget();
@@ -193,14 +261,12 @@ impl Engine {
                 limit: s.limits.max_total_tokens,
             });
         }
-        let waiting = s.stats.queued.fetch_add(1, Ordering::Relaxed);
-        if waiting >= s.limits.max_queue {
-            s.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            s.observer.on_event(&EngineEvent::Rejected {
-                reason: RejectReason::QueueFull,
-            });
-            return Err(SubmitError::QueueFull(waiting));
-        }
+        let slot = match QueueSlot::take(&s.stats, s.limits.max_queue) {
+            Ok(slot) => slot,
+            Err(waiting) => {
+                return Err(self.reject(RejectReason::QueueFull, SubmitError::QueueFull(waiting)))
+            }
+        };
         let id = s.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = unbounded_channel();
         let sub = Submission {
@@ -208,15 +274,30 @@ impl Engine {
             request,
             reply,
             queued_at: Instant::now(),
+            slot,
         };
-        if s.inbox.send(sub).is_err() {
-            s.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            s.observer.on_event(&EngineEvent::Rejected {
-                reason: RejectReason::ShuttingDown,
-            });
-            return Err(SubmitError::Stopped);
+        if s.inbox.send(Control::Submit(sub)).is_err() {
+            return Err(self.reject(RejectReason::EngineDead, SubmitError::EngineDead));
         }
         Ok((id, rx))
+    }
+
+    fn reject(&self, reason: RejectReason, e: SubmitError) -> SubmitError {
+        self.inner
+            .observer
+            .on_event(&EngineEvent::Rejected { reason });
+        e
+    }
+
+    /// Ends every waiting and running request with `kind` (the end of a
+    /// shutdown's grace period).
+    pub fn abort_all(&self, kind: FailureKind) {
+        let _ = self.inner.inbox.send(Control::AbortAll(kind));
+    }
+
+    /// The engine thread is running.
+    pub fn is_alive(&self) -> bool {
+        self.inner.stats.alive.load(Ordering::SeqCst)
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -231,9 +312,19 @@ impl Engine {
         self.inner.limits
     }
 
+    pub fn kv_config(&self) -> KvConfig {
+        self.inner.kv
+    }
+
     /// Live counters (queue, running, KV cache, batch sizes).
     pub fn stats(&self) -> &EngineStats {
         &self.inner.stats
+    }
+
+    /// Requests queued or running.
+    pub fn in_flight(&self) -> usize {
+        let s = &self.inner.stats;
+        s.queued.load(Ordering::Relaxed) + s.running.load(Ordering::Relaxed)
     }
 }
 

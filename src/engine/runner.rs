@@ -1,87 +1,167 @@
-//! The engine loop: one thread owns the model and every sequence.
+//! The engine loop: one thread owns the backend and every sequence.
 //!
-//! Each iteration: take new requests, drop those whose client left, admit what
-//! fits, run one prefill step of at most `max_prefill_tokens` prompt tokens
-//! (a longer prompt is prefilled in chunks over several iterations, so running
-//! streams are never stalled for more than one chunk), then decode every
-//! running sequence in one batched forward. Finished and cancelled sequences
-//! leave between steps and their KV caches are freed at once.
+//! Each iteration: take new requests, drop those whose client left or whose
+//! deadline passed, start what fits (reserving KV, reusing cached prefixes),
+//! then run one step: every decoding sequence's next token plus as many prompt
+//! tokens as the step's budget allows, in one forward over the weights.
+//! Finished sequences leave between steps; their blocks return to the pool, or
+//! stay as prefix cache.
+//!
+//! The runner talks to compute only through [`Backend`].
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc::UnboundedSender;
-
-use super::events::{EngineEvent, EngineObserver, FinishReason, RequestId, StepKind, StepMember};
-use super::model::{Llama, LogitsFor, SeqInput, Workspace};
-use super::request::{Finish, GenerationEvent, GenerationRequest};
-use super::sampler::Sampler;
-use super::scheduler::{Admittable, Refusal, Scheduler, SchedulerLimits};
-use super::sequence::Sequence;
+use super::backend::{Backend, BackendError, LogitsFor, SeqChunk};
+use super::events::{EngineEvent, EngineObserver, FinishReason, LoadReport, StepKind, StepMember};
+use super::kv::{KvBlocks, KvConfig};
+use super::request::{Failure, FailureKind, GenerationEvent};
+use super::scheduler::{Scheduler, SchedulerLimits, Start};
+use super::sequence::{Sequence, Submission};
 use super::tokenizer::Tokenizer;
 
-/// A request on its way into the engine thread.
-pub struct Submission {
-    pub id: RequestId,
-    pub request: GenerationRequest,
-    pub reply: UnboundedSender<GenerationEvent>,
-    pub queued_at: Instant,
+/// What the engine handle sends the engine thread.
+pub enum Control {
+    Submit(Submission),
+    /// End every request now (the shutdown grace period is over).
+    AbortAll(FailureKind),
 }
 
-impl Admittable for Submission {
-    fn prompt_tokens(&self) -> usize {
-        self.request.prompt_ids.len()
+/// Live engine counters, readable from any thread.
+#[derive(Debug)]
+pub struct EngineStats {
+    /// Submitted but not yet started (changed only by [`super::QueueSlot`]).
+    pub queued: AtomicUsize,
+    pub running: AtomicUsize,
+    pub kv_reserved_bytes: AtomicUsize,
+    pub kv_cached_bytes: AtomicUsize,
+    /// Sequences in the most recent step.
+    pub last_batch: AtomicUsize,
+    /// Most sequences ever in one step.
+    pub peak_batch: AtomicUsize,
+    /// False once the engine thread has stopped (panicked or exited).
+    pub alive: AtomicBool,
+}
+
+impl Default for EngineStats {
+    fn default() -> Self {
+        Self {
+            queued: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            kv_reserved_bytes: AtomicUsize::new(0),
+            kv_cached_bytes: AtomicUsize::new(0),
+            last_batch: AtomicUsize::new(0),
+            peak_batch: AtomicUsize::new(0),
+            alive: AtomicBool::new(true),
+        }
     }
-    fn token_budget(&self) -> usize {
-        self.request.token_budget()
+}
+
+/// Test-only faults, from environment variables (documented in
+/// `docs/diagnosis.md` and the README; never in `--help`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Faults {
+    /// `CANDLELIGHT_FAULT_LEAK_BYTES_PER_REQUEST`: bytes kept forever per
+    /// finished request (a memory leak for the diagnosis tests).
+    pub leak_bytes_per_request: usize,
+    /// `CANDLELIGHT_FAULT_ENGINE_PANIC_AFTER_STEPS`: the engine thread panics
+    /// after this many steps (a dead engine for the hardening tests).
+    pub panic_after_steps: Option<u64>,
+}
+
+impl Faults {
+    pub fn from_env() -> Self {
+        fn read<T: std::str::FromStr>(key: &str) -> Option<T> {
+            std::env::var(key).ok().and_then(|v| v.trim().parse().ok())
+        }
+        Self {
+            leak_bytes_per_request: read("CANDLELIGHT_FAULT_LEAK_BYTES_PER_REQUEST").unwrap_or(0),
+            panic_after_steps: read("CANDLELIGHT_FAULT_ENGINE_PANIC_AFTER_STEPS"),
+        }
     }
 }
 
 pub struct Runner {
-    pub model: Arc<Llama>,
-    pub tokenizer: Arc<Tokenizer>,
-    pub observer: Arc<dyn EngineObserver>,
-    pub limits: SchedulerLimits,
-    /// Live counters shared with the handle (which refuses submissions when
-    /// `queued` reaches the limit) and `/info`.
-    pub stats: Arc<EngineStats>,
+    backend: Box<dyn Backend>,
+    tokenizer: Arc<Tokenizer>,
+    observer: Arc<dyn EngineObserver>,
+    stats: Arc<EngineStats>,
+    limits: SchedulerLimits,
+    kv: KvBlocks,
+    sched: Scheduler<Submission>,
+    /// Started sequences, in admission order (prefilling ones among them).
+    running: Vec<Sequence>,
+    logits: Vec<f32>,
+    kv_bytes_per_block: usize,
+    faults: Faults,
+    steps: u64,
+    /// Memory kept on purpose by the leak fault.
+    leaked: Vec<Vec<u8>>,
 }
 
-/// Live engine counters, readable from any thread.
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    /// Submitted but not yet admitted.
-    pub queued: AtomicUsize,
-    pub running: AtomicUsize,
-    pub kv_cache_used_bytes: AtomicUsize,
-    /// Sequences in the most recent step.
-    pub last_batch: AtomicUsize,
-    /// Most sequences ever decoded in one step.
-    pub peak_batch: AtomicUsize,
+/// One sequence's share of a step.
+#[derive(Clone, Copy)]
+struct Member {
+    index: usize,
+    tokens: usize,
+    prefill: bool,
 }
 
 impl Runner {
-    /// Runs until every handle is dropped and the work is done.
-    pub fn run(self, inbox: Receiver<Submission>) {
-        let mut sched: Scheduler<Submission> = Scheduler::new(self.limits);
-        // Admitted sequences whose prompt is not fully prefilled yet, in order.
-        let mut prefilling: Vec<Sequence> = Vec::new();
-        let mut running: Vec<Sequence> = Vec::new();
-        let mut ws = Workspace::default();
+    /// Allocates the backend's KV pool for `kv`.
+    pub fn new(
+        mut backend: Box<dyn Backend>,
+        tokenizer: Arc<Tokenizer>,
+        observer: Arc<dyn EngineObserver>,
+        limits: SchedulerLimits,
+        kv: KvConfig,
+        stats: Arc<EngineStats>,
+    ) -> Result<Self, BackendError> {
+        backend.allocate_kv(kv.block_size, kv.capacity_blocks)?;
+        let kv_bytes_per_block = backend.config().kv_bytes_per_token() * kv.block_size;
+        Ok(Self {
+            backend,
+            tokenizer,
+            observer,
+            stats,
+            limits,
+            kv: KvBlocks::new(kv),
+            sched: Scheduler::new(limits),
+            running: Vec::new(),
+            logits: Vec::new(),
+            kv_bytes_per_block,
+            faults: Faults::default(),
+            steps: 0,
+            leaked: Vec::new(),
+        })
+    }
+
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Runs until every handle is dropped and the work is done, or the engine
+    /// panics: then every request gets [`FailureKind::EngineDead`] and the
+    /// handle refuses new ones.
+    pub fn run(mut self, inbox: Receiver<Control>) {
         let mut open = true;
-        while open || !sched.is_idle() {
-            // Block only when there is nothing to do.
-            if sched.is_idle() {
+        loop {
+            if self.is_idle() {
+                if !open {
+                    break;
+                }
                 match inbox.recv() {
-                    Ok(sub) => self.enqueue(&mut sched, sub),
+                    Ok(msg) => self.handle(msg),
                     Err(_) => break,
                 }
             }
             loop {
                 match inbox.try_recv() {
-                    Ok(sub) => self.enqueue(&mut sched, sub),
+                    Ok(msg) => self.handle(msg),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         open = false;
@@ -89,289 +169,405 @@ impl Runner {
                     }
                 }
             }
-            for gone in sched.drain_waiting(|s| s.reply.is_closed()) {
-                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            if catch_unwind(AssertUnwindSafe(|| self.iterate())).is_err() {
+                tracing::error!("the engine thread panicked; failing every request");
+                self.stats.alive.store(false, Ordering::SeqCst);
+                self.abort_all(FailureKind::EngineDead);
+                return;
+            }
+        }
+        self.stats.alive.store(false, Ordering::SeqCst);
+    }
+
+    fn handle(&mut self, msg: Control) {
+        match msg {
+            Control::Submit(sub) => self.enqueue(sub),
+            Control::AbortAll(kind) => self.abort_all(kind),
+        }
+    }
+
+    /// Nothing waiting and nothing running.
+    pub fn is_idle(&self) -> bool {
+        self.running.is_empty() && self.sched.is_empty()
+    }
+
+    pub fn enqueue(&mut self, sub: Submission) {
+        self.observer.on_event(&EngineEvent::Queued {
+            req: sub.id,
+            span: &sub.request.span,
+            prompt_tokens: sub.request.prompt_ids().len(),
+            at: sub.queued_at,
+        });
+        self.sched.enqueue(sub);
+    }
+
+    /// One scheduling iteration: leave, start, step, retire, report.
+    pub fn iterate(&mut self) {
+        self.drop_gone(Instant::now());
+        self.start_waiting();
+        self.step();
+        self.retire();
+        self.report_load();
+    }
+
+    /// Removes waiting and running requests whose client left or whose deadline
+    /// passed before their first token.
+    fn drop_gone(&mut self, now: Instant) {
+        let gone = |s: &Submission| {
+            s.reply.is_closed() || s.request.stopping.deadline.is_some_and(|d| now >= d)
+        };
+        for sub in self.sched.drain_waiting(gone) {
+            if sub.reply.is_closed() {
                 self.observer.on_event(&EngineEvent::Cancelled {
-                    req: gone.id,
-                    span: &gone.request.span,
-                    output_tokens: 0,
-                    at: Instant::now(),
-                });
-            }
-            self.drop_cancelled(&mut sched, &mut prefilling);
-            self.drop_cancelled(&mut sched, &mut running);
-
-            // New prompts wait until earlier ones are through (first come, first served).
-            if prefilling.is_empty() {
-                let admitted = sched.admit();
-                if !admitted.is_empty() {
-                    self.stats
-                        .queued
-                        .fetch_sub(admitted.len(), Ordering::Relaxed);
-                    prefilling = self.admit(admitted);
-                }
-            }
-            if !prefilling.is_empty() {
-                self.step(
-                    StepKind::Prefill,
-                    &mut prefilling,
-                    Some(self.limits.max_prefill_tokens),
-                    &mut ws,
-                );
-                self.retire(&mut sched, &mut prefilling);
-                // Those whose whole prompt went through have their first token.
-                let (done, rest): (Vec<_>, Vec<_>) = prefilling
-                    .into_iter()
-                    .partition(|s| s.cache.len() >= s.prompt_len);
-                running.extend(done);
-                prefilling = rest;
-            }
-            if !running.is_empty() {
-                self.step(StepKind::Decode, &mut running, None, &mut ws);
-                self.retire(&mut sched, &mut running);
-            }
-            self.report_load(&sched, &prefilling, &running);
-        }
-    }
-
-    fn enqueue(&self, sched: &mut Scheduler<Submission>, sub: Submission) {
-        let (id, at, prompt_tokens) = (sub.id, sub.queued_at, sub.request.prompt_ids.len());
-        let span = sub.request.span.clone();
-        match sched.enqueue(sub) {
-            Ok(()) => self.observer.on_event(&EngineEvent::Queued {
-                req: id,
-                span: &span,
-                prompt_tokens,
-                at,
-            }),
-            Err((why, sub)) => {
-                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                let msg = match why {
-                    Refusal::QueueFull => "the queue is full".to_owned(),
-                    Refusal::TooLarge { budget, limit } => format!(
-                        "prompt + max_new_tokens = {budget} exceeds max_total_tokens = {limit}"
-                    ),
-                };
-                let _ = sub.reply.send(GenerationEvent::Failed(msg));
-            }
-        }
-    }
-
-    /// Allocates caches for newly admitted requests.
-    fn admit(&self, admitted: Vec<Submission>) -> Vec<Sequence> {
-        let now = Instant::now();
-        admitted
-            .into_iter()
-            .map(|sub| {
-                self.observer.on_event(&EngineEvent::Admitted {
                     req: sub.id,
                     span: &sub.request.span,
-                    queued_at: sub.queued_at,
+                    output_tokens: 0,
                     at: now,
                 });
-                let cache = self.model.new_cache(sub.request.token_budget());
-                let GenerationRequest {
-                    prompt_ids,
-                    sampling,
-                    stopping,
-                    span,
-                } = sub.request;
-                Sequence::new(
-                    sub.id,
-                    span,
-                    sub.reply,
-                    prompt_ids,
-                    cache,
-                    Sampler::new(sampling),
-                    stopping,
-                    sub.queued_at,
-                )
+            } else {
+                self.fail_waiting(sub, FailureKind::Timeout, now);
+            }
+        }
+        for s in &mut self.running {
+            if s.client_gone() {
+                s.abort();
+                self.observer.on_event(&EngineEvent::Cancelled {
+                    req: s.id(),
+                    span: s.span(),
+                    output_tokens: s.generated(),
+                    at: now,
+                });
+            } else if s.is_prefilling() && s.deadline_passed(now) {
+                fail(s, FailureKind::Timeout, self.observer.as_ref(), now);
+            }
+        }
+        self.retire();
+    }
+
+    fn fail_waiting(&self, sub: Submission, kind: FailureKind, at: Instant) {
+        let _ = sub.reply.send(GenerationEvent::Failed(Failure {
+            kind,
+            message: failure_message(kind).to_owned(),
+        }));
+        self.observer.on_event(&EngineEvent::Failed {
+            req: sub.id,
+            span: &sub.request.span,
+            kind,
+            output_tokens: 0,
+            at,
+        });
+    }
+
+    /// Starts waiting requests in order while the batch and the KV pool have room.
+    fn start_waiting(&mut self) {
+        let Self {
+            sched,
+            kv,
+            running,
+            observer,
+            ..
+        } = self;
+        sched.admit(running.len(), |sub| {
+            let prompt = sub.request.prompt_ids();
+            let hit = kv.lookup(prompt);
+            let cached = hit.tokens(kv.block_size());
+            match kv.reserve(sub.request.token_budget(), hit) {
+                Ok(blocks) => {
+                    observer.on_event(&EngineEvent::PrefixLookup {
+                        queried_tokens: prompt.len(),
+                        hit_tokens: cached,
+                    });
+                    observer.on_event(&EngineEvent::Admitted {
+                        req: sub.id,
+                        span: &sub.request.span,
+                        queued_at: sub.queued_at,
+                        cached_tokens: cached,
+                        at: Instant::now(),
+                    });
+                    running.push(Sequence::start(sub, blocks, cached));
+                    Start::Started
+                }
+                Err(_) => Start::NotNow(sub),
+            }
+        });
+    }
+
+    /// Which sequences contribute how many tokens to the next step.
+    fn plan(&self) -> Vec<Member> {
+        let decoding = self
+            .running
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_prefilling());
+        let prefilling: Vec<usize> = (0..self.running.len())
+            .filter(|&i| self.running[i].is_prefilling())
+            .collect();
+        let remaining: Vec<usize> = prefilling
+            .iter()
+            .map(|&i| self.running[i].pending_input().len())
+            .collect();
+        let decode: Vec<Member> = decoding
+            .map(|(index, _)| Member {
+                index,
+                tokens: 1,
+                prefill: false,
             })
+            .collect();
+        let plan = self.limits.plan_prefill(decode.len(), &remaining);
+        let prefill = prefilling.into_iter().zip(plan).filter(|&(_, n)| n > 0);
+        decode
+            .into_iter()
+            .chain(prefill.map(|(index, tokens)| Member {
+                index,
+                tokens,
+                prefill: true,
+            }))
             .collect()
     }
 
-    /// One batched forward over `seqs`' pending tokens, then one sample for
-    /// each sequence with no input left. With `budget`, at most that many
-    /// tokens go in, taken in order (the last one taken may get part of its
-    /// prompt; sequences past the budget sit this step out).
-    fn step(
-        &self,
-        kind: StepKind,
-        seqs: &mut [Sequence],
-        budget: Option<usize>,
-        ws: &mut Workspace,
-    ) {
-        let started = Instant::now();
-        let mut left = budget.unwrap_or(usize::MAX);
-        let take: Vec<usize> = seqs
-            .iter()
-            .map(|s| {
-                let n = s.pending_input().len().min(left);
-                left -= n;
-                n
-            })
-            .collect();
-        // Submissions have prompts and running sequences their last sample, so
-        // only the budget leaves a sequence without input: a suffix of `seqs`.
-        debug_assert!(budget.is_some() || take.iter().all(|&n| n > 0));
-        let stepping = take.iter().take_while(|&&n| n > 0).count();
-        let (seqs, take) = (&mut seqs[..stepping], &take[..stepping]);
-        if seqs.is_empty() {
+    /// One batched forward, then one sample for every sequence whose input ran out.
+    fn step(&mut self) {
+        let members = self.plan();
+        if members.is_empty() {
             return;
         }
-        let tokens: usize = take.iter().sum();
-        let result = {
-            let mut inputs: Vec<SeqInput<'_>> = seqs
-                .iter_mut()
-                .zip(take)
-                .map(|(s, &n)| {
-                    let start = s.cache.len();
-                    // Split borrows: tokens are read, the cache is written.
-                    let Sequence { tokens, cache, .. } = s;
-                    SeqInput {
-                        tokens: &tokens[start..start + n],
-                        cache,
-                    }
-                })
-                .collect();
-            self.model.forward(&mut inputs, ws, LogitsFor::LastToken)
-        };
+        self.steps += 1;
+        if self
+            .faults
+            .panic_after_steps
+            .is_some_and(|n| self.steps > n)
+        {
+            panic!("fault injection: CANDLELIGHT_FAULT_ENGINE_PANIC_AFTER_STEPS");
+        }
+        for m in &members {
+            let s = &mut self.running[m.index];
+            let upto = s.computed() + m.tokens;
+            self.kv
+                .grow(s.blocks_mut(), upto)
+                .expect("invariant: a sequence never outgrows its reservation");
+        }
+        let started = Instant::now();
+        let result = self.forward(&members);
         let ended = Instant::now();
         if let Err(e) = result {
             tracing::error!(error = %e, "forward pass failed");
-            for s in seqs.iter_mut() {
-                let _ = s.reply.send(GenerationEvent::Failed(e.to_string()));
-                self.observer.on_event(&EngineEvent::Cancelled {
-                    req: s.id,
-                    span: &s.span,
-                    output_tokens: s.generated(),
-                    at: ended,
-                });
-                s.done = true;
+            for m in &members {
+                let s = &mut self.running[m.index];
+                s.send(GenerationEvent::Failed(Failure {
+                    kind: FailureKind::Engine,
+                    message: e.to_string(),
+                }));
+                fail_quietly(s, self.observer.as_ref(), ended);
             }
             return;
         }
-        self.stats.last_batch.store(seqs.len(), Ordering::Relaxed);
-        self.stats
-            .peak_batch
-            .fetch_max(seqs.len(), Ordering::Relaxed);
-        {
-            let members: Vec<StepMember<'_>> = seqs
-                .iter()
-                .zip(take)
-                .map(|(s, &n)| StepMember {
-                    req: s.id,
-                    span: &s.span,
-                    tokens: n,
-                })
-                .collect();
-            self.observer.on_event(&EngineEvent::StepDone {
-                kind,
-                members: &members,
-                tokens,
-                started,
-                ended,
-            });
+        for m in &members {
+            let s = &mut self.running[m.index];
+            s.advance(m.tokens);
+            s.commit_blocks(&mut self.kv);
         }
-        let vocab = self.model.config().vocab_size;
-        for (s, logits) in seqs.iter_mut().zip(ws.logits.chunks_exact_mut(vocab)) {
+        self.report_step(&members, started, ended);
+        self.sample(&members, ended);
+    }
+
+    fn forward(&mut self, members: &[Member]) -> Result<(), BackendError> {
+        let chunks: Vec<SeqChunk<'_>> = members
+            .iter()
+            .map(|m| {
+                let s = &self.running[m.index];
+                let input = &s.pending_input()[..m.tokens];
+                SeqChunk {
+                    tokens: input,
+                    start: s.computed(),
+                    blocks: s.blocks().table(),
+                    // Logits only where the input runs out: a decode, or a prompt's end.
+                    logits: if m.tokens == s.pending_input().len() {
+                        LogitsFor::LastToken
+                    } else {
+                        LogitsFor::Nothing
+                    },
+                }
+            })
+            .collect();
+        self.backend.forward(&chunks, &mut self.logits)
+    }
+
+    fn report_step(&self, members: &[Member], started: Instant, ended: Instant) {
+        let n = members.len();
+        self.stats.last_batch.store(n, Ordering::Relaxed);
+        self.stats.peak_batch.fetch_max(n, Ordering::Relaxed);
+        let prefill: usize = members.iter().filter(|m| m.prefill).map(|m| m.tokens).sum();
+        let decode = members.iter().filter(|m| !m.prefill).count();
+        let step_members: Vec<StepMember<'_>> = members
+            .iter()
+            .map(|m| StepMember {
+                req: self.running[m.index].id(),
+                span: self.running[m.index].span(),
+                tokens: m.tokens,
+                prefill: m.prefill,
+            })
+            .collect();
+        self.observer.on_event(&EngineEvent::StepDone {
+            kind: StepKind::of(prefill, decode),
+            members: &step_members,
+            tokens: prefill + decode,
+            started,
+            ended,
+        });
+    }
+
+    fn sample(&mut self, members: &[Member], now: Instant) {
+        let vocab = self.backend.config().vocab_size;
+        let mut rows = self.logits.chunks_exact_mut(vocab);
+        for m in members {
+            let s = &mut self.running[m.index];
             // A prompt still part-way through has nothing to sample yet.
-            if s.pending_input().is_empty() {
-                self.sample_one(s, logits, ended);
+            if !s.pending_input().is_empty() {
+                continue;
+            }
+            let Some(logits) = rows.next() else {
+                tracing::error!("the backend returned fewer logit rows than asked");
+                return;
+            };
+            sample_one(s, logits, &self.tokenizer, self.observer.as_ref(), now);
+        }
+    }
+
+    /// Removes sequences that finished or failed; frees or caches their blocks.
+    fn retire(&mut self) {
+        let mut i = 0;
+        while i < self.running.len() {
+            if !self.running[i].is_done() {
+                i += 1;
+                continue;
+            }
+            let mut s = self.running.remove(i);
+            self.kv.release(s.take_blocks());
+            if self.faults.leak_bytes_per_request > 0 {
+                // Written, so the pages are resident like a real leak's.
+                self.leaked
+                    .push(vec![0xA5; self.faults.leak_bytes_per_request]);
             }
         }
     }
 
-    fn sample_one(&self, s: &mut Sequence, logits: &mut [f32], now: Instant) {
-        let (token, reason) = s.accept(logits, &self.tokenizer);
-        match s.last_token_at {
-            None => {
-                s.first_token_at = Some(now);
-                self.observer.on_event(&EngineEvent::FirstToken {
-                    req: s.id,
-                    span: &s.span,
-                    at: now,
-                });
-            }
-            Some(prev) => self.observer.on_event(&EngineEvent::Token {
-                req: s.id,
-                span: &s.span,
-                since_previous: now.saturating_duration_since(prev),
-                at: now,
-            }),
+    /// Ends every waiting and running request with `kind`.
+    pub fn abort_all(&mut self, kind: FailureKind) {
+        let now = Instant::now();
+        for sub in self.sched.drain_waiting(|_| true) {
+            self.fail_waiting(sub, kind, now);
         }
-        s.last_token_at = Some(now);
-        let finish = reason.map(|reason| self.finish(s, reason, now));
-        let _ = s.reply.send(GenerationEvent::Token { token, finish });
-    }
-
-    fn finish(&self, s: &mut Sequence, reason: FinishReason, at: Instant) -> Finish {
-        self.observer.on_event(&EngineEvent::Finished {
-            req: s.id,
-            span: &s.span,
-            reason,
-            prompt_tokens: s.prompt_len,
-            output_tokens: s.generated(),
-            at,
-        });
-        // `retire` removes it and frees its cache.
-        s.done = true;
-        Finish {
-            reason,
-            prompt_tokens: s.prompt_len,
-            generated_tokens: s.generated(),
-            seed: s.sampler.params().seed,
-            queued_at: s.queued_at,
-            first_token_at: s.first_token_at,
+        for s in &mut self.running {
+            fail(s, kind, self.observer.as_ref(), now);
         }
+        self.retire();
+        self.report_load();
     }
 
-    /// Removes sequences that finished (or failed) in the last step.
-    fn retire(&self, sched: &mut Scheduler<Submission>, running: &mut Vec<Sequence>) {
-        running.retain(|s| {
-            if s.done {
-                sched.release(s.token_budget());
-            }
-            !s.done
-        });
-    }
-
-    /// Frees sequences whose client disconnected, before spending a step on them.
-    fn drop_cancelled(&self, sched: &mut Scheduler<Submission>, running: &mut Vec<Sequence>) {
-        running.retain(|s| {
-            if !s.client_gone() {
-                return true;
-            }
-            sched.release(s.token_budget());
-            self.observer.on_event(&EngineEvent::Cancelled {
-                req: s.id,
-                span: &s.span,
-                output_tokens: s.generated(),
-                at: Instant::now(),
-            });
-            false
-        });
-    }
-
-    fn report_load(
-        &self,
-        sched: &Scheduler<Submission>,
-        prefilling: &[Sequence],
-        running: &[Sequence],
-    ) {
-        let per_token = self.model.config().kv_bytes_per_token();
-        let admitted = prefilling.iter().chain(running);
-        let used: usize = admitted.map(|s| s.cache.size_bytes()).sum();
-        let running = prefilling.len() + running.len();
-        self.stats.running.store(running, Ordering::Relaxed);
+    fn report_load(&self) {
+        let usage = self.kv.usage();
+        let report = LoadReport {
+            running: self.running.len(),
+            waiting: self.sched.waiting(),
+            kv_reserved_bytes: usage.reserved * self.kv_bytes_per_block,
+            kv_cached_bytes: usage.cached * self.kv_bytes_per_block,
+            kv_capacity_bytes: usage.capacity * self.kv_bytes_per_block,
+            kv_block_size: self.kv.block_size(),
+            kv_blocks: usage.capacity,
+        };
+        self.stats.running.store(report.running, Ordering::Relaxed);
         self.stats
-            .kv_cache_used_bytes
-            .store(used, Ordering::Relaxed);
-        self.observer.on_event(&EngineEvent::Load {
-            running,
-            waiting: sched.waiting(),
-            kv_cache_used_bytes: used,
-            kv_cache_capacity_bytes: self.limits.max_total_tokens * per_token,
-        });
+            .kv_reserved_bytes
+            .store(report.kv_reserved_bytes, Ordering::Relaxed);
+        self.stats
+            .kv_cached_bytes
+            .store(report.kv_cached_bytes, Ordering::Relaxed);
+        self.observer.on_event(&EngineEvent::Load(report));
+    }
+
+    /// KV block usage (for tests).
+    pub fn kv_usage(&self) -> super::kv::KvUsage {
+        self.kv.usage()
     }
 }
+
+/// Samples `s`'s next token, reports it, and finishes `s` if it is done.
+fn sample_one(
+    s: &mut Sequence,
+    logits: &mut [f32],
+    tokenizer: &Tokenizer,
+    observer: &dyn EngineObserver,
+    now: Instant,
+) {
+    let (mut token, mut reason) = s.accept(logits, tokenizer);
+    if reason.is_none() && s.deadline_passed(now) {
+        token.text.push_str(&s.flush_text());
+        reason = Some(FinishReason::Timeout);
+    }
+    match s.mark_token(now) {
+        None => observer.on_event(&EngineEvent::FirstToken {
+            req: s.id(),
+            span: s.span(),
+            at: now,
+        }),
+        Some(gap) => observer.on_event(&EngineEvent::Token {
+            req: s.id(),
+            span: s.span(),
+            since_previous: gap,
+            at: now,
+        }),
+    }
+    let finish = reason.map(|reason| {
+        let finish = s.finish(reason);
+        observer.on_event(&EngineEvent::Finished {
+            req: s.id(),
+            span: s.span(),
+            reason,
+            prompt_tokens: finish.prompt_tokens,
+            output_tokens: finish.generated_tokens,
+            at: now,
+        });
+        finish
+    });
+    s.send(GenerationEvent::Token { token, finish });
+}
+
+/// Ends `s` with a failure the client is told about.
+fn fail(s: &mut Sequence, kind: FailureKind, observer: &dyn EngineObserver, at: Instant) {
+    s.send(GenerationEvent::Failed(Failure {
+        kind,
+        message: failure_message(kind).to_owned(),
+    }));
+    observer.on_event(&EngineEvent::Failed {
+        req: s.id(),
+        span: s.span(),
+        kind,
+        output_tokens: s.generated(),
+        at,
+    });
+    s.abort();
+}
+
+/// Ends `s` after a failure already sent to its client.
+fn fail_quietly(s: &mut Sequence, observer: &dyn EngineObserver, at: Instant) {
+    observer.on_event(&EngineEvent::Failed {
+        req: s.id(),
+        span: s.span(),
+        kind: FailureKind::Engine,
+        output_tokens: s.generated(),
+        at,
+    });
+    s.abort();
+}
+
+pub fn failure_message(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::Engine => "the forward pass failed",
+        FailureKind::Shutdown => "the server is shutting down; the request was ended",
+        FailureKind::Timeout => "the request timed out before it could start (--request-timeout)",
+        FailureKind::EngineDead => "the inference engine stopped; the request could not finish",
+    }
+}
+
+#[cfg(test)]
+mod tests;

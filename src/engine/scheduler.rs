@@ -1,56 +1,49 @@
-//! Admission: which waiting requests join the running batch before a step.
+//! Scheduling policy: which waiting requests start, and how many tokens each
+//! running sequence contributes to the next step.
 //!
 //! Pure bookkeeping with no model or threads in it, so the policy is tested
-//! directly. FIFO: the head of the queue is never overtaken, so a large request
-//! cannot starve behind a stream of small ones.
+//! directly. Admission is FIFO: the head of the queue is never overtaken, so a
+//! large request cannot starve behind a stream of small ones. Steps follow
+//! vLLM's chunked prefill: every decoding sequence gets its one token, and
+//! prompts fill what is left of the step's token budget, oldest first, so a
+//! long prompt never stalls running streams for more than one bounded step.
 
 use std::collections::VecDeque;
 
 /// Limits on what runs at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerLimits {
-    /// Sequences decoded together in one step.
+    /// Sequences running (prefilling or decoding) at once.
     pub max_batch_size: usize,
     /// KV positions reserved by all running sequences together
     /// (each reserves prompt + max_new_tokens on admission).
     pub max_total_tokens: usize,
-    /// Prompt tokens prefilled in one step (bounds the stall of running streams).
+    /// Tokens one step computes: one per decoding sequence plus prompt tokens.
+    pub max_batch_tokens: usize,
+    /// Prompt tokens one step computes, at most.
     pub max_prefill_tokens: usize,
     /// Requests allowed to wait; beyond it new requests are refused (429).
     pub max_queue: usize,
 }
 
-/// A queued entry as the policy sees it.
-pub trait Admittable {
-    fn prompt_tokens(&self) -> usize;
-    fn token_budget(&self) -> usize;
+/// What starting a waiting entry came to.
+pub enum Start<T> {
+    Started,
+    /// It does not fit now; it goes back to the head of the queue.
+    NotNow(T),
 }
 
-/// The waiting queue plus what the running batch has reserved.
+/// The waiting queue.
 pub struct Scheduler<T> {
     limits: SchedulerLimits,
     waiting: VecDeque<T>,
-    running: usize,
-    reserved_tokens: usize,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    QueueFull,
-    /// Could never run, even alone.
-    TooLarge {
-        budget: usize,
-        limit: usize,
-    },
-}
-
-impl<T: Admittable> Scheduler<T> {
+impl<T> Scheduler<T> {
     pub fn new(limits: SchedulerLimits) -> Self {
         Self {
             limits,
             waiting: VecDeque::new(),
-            running: 0,
-            reserved_tokens: 0,
         }
     }
 
@@ -58,49 +51,33 @@ impl<T: Admittable> Scheduler<T> {
         self.limits
     }
 
-    pub fn enqueue(&mut self, entry: T) -> Result<(), (Refusal, T)> {
-        let budget = entry.token_budget();
-        if budget > self.limits.max_total_tokens {
-            let limit = self.limits.max_total_tokens;
-            return Err((Refusal::TooLarge { budget, limit }, entry));
-        }
-        if self.waiting.len() >= self.limits.max_queue {
-            return Err((Refusal::QueueFull, entry));
-        }
+    /// Queues an entry. The engine handle already refused what cannot queue.
+    pub fn enqueue(&mut self, entry: T) {
         self.waiting.push_back(entry);
-        Ok(())
     }
 
-    /// Takes the requests that fit now, in arrival order, and reserves their budgets.
-    pub fn admit(&mut self) -> Vec<T> {
-        let mut admitted = Vec::new();
-        let mut prefill = 0;
-        while let Some(head) = self.waiting.front() {
-            let fits_batch = self.running < self.limits.max_batch_size;
-            let fits_kv =
-                self.reserved_tokens + head.token_budget() <= self.limits.max_total_tokens;
-            // The first prompt of a step always goes, however long, so it cannot starve.
-            let fits_prefill = admitted.is_empty()
-                || prefill + head.prompt_tokens() <= self.limits.max_prefill_tokens;
-            if !(fits_batch && fits_kv && fits_prefill) {
+    /// Starts waiting entries in arrival order while the batch has room and
+    /// `start` accepts them (it reserves their KV, or hands the entry back when
+    /// it does not fit now). Returns how many started.
+    pub fn admit(&mut self, running: usize, mut start: impl FnMut(T) -> Start<T>) -> usize {
+        let mut started = 0;
+        while running + started < self.limits.max_batch_size {
+            let Some(head) = self.waiting.pop_front() else {
                 break;
+            };
+            match start(head) {
+                Start::Started => started += 1,
+                Start::NotNow(head) => {
+                    self.waiting.push_front(head);
+                    break;
+                }
             }
-            let entry = self.waiting.pop_front().expect("invariant: front exists");
-            prefill += entry.prompt_tokens();
-            self.running += 1;
-            self.reserved_tokens += entry.token_budget();
-            admitted.push(entry);
         }
-        admitted
+        started
     }
 
-    /// A running sequence left (finished or cancelled): release its reservation.
-    pub fn release(&mut self, token_budget: usize) {
-        self.running = self.running.saturating_sub(1);
-        self.reserved_tokens = self.reserved_tokens.saturating_sub(token_budget);
-    }
-
-    /// Removes waiting entries for which `gone` is true (clients that left).
+    /// Removes waiting entries for which `gone` is true (clients that left,
+    /// deadlines passed).
     pub fn drain_waiting(&mut self, mut gone: impl FnMut(&T) -> bool) -> Vec<T> {
         let mut removed = Vec::new();
         let mut kept = VecDeque::with_capacity(self.waiting.len());
@@ -119,16 +96,27 @@ impl<T: Admittable> Scheduler<T> {
         self.waiting.len()
     }
 
-    pub fn running(&self) -> usize {
-        self.running
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
     }
+}
 
-    pub fn reserved_tokens(&self) -> usize {
-        self.reserved_tokens
-    }
-
-    pub fn is_idle(&self) -> bool {
-        self.running == 0 && self.waiting.is_empty()
+impl SchedulerLimits {
+    /// Prompt tokens for each prefilling sequence this step (in their order, each
+    /// `remaining[i]` prompt tokens still to go), after `decoding` sequences took
+    /// one token each. At least one prompt token always runs when one is waiting,
+    /// so prompts progress even when decodes fill the budget.
+    pub fn plan_prefill(&self, decoding: usize, remaining: &[usize]) -> Vec<usize> {
+        let room = self.max_batch_tokens.saturating_sub(decoding).max(1);
+        let mut left = room.min(self.max_prefill_tokens.max(1));
+        remaining
+            .iter()
+            .map(|&r| {
+                let n = r.min(left);
+                left -= n;
+                n
+            })
+            .collect()
     }
 }
 
@@ -136,22 +124,12 @@ impl<T: Admittable> Scheduler<T> {
 mod tests {
     use super::*;
 
-    #[derive(Debug, PartialEq)]
-    struct Req(usize, usize);
-    impl Admittable for Req {
-        fn prompt_tokens(&self) -> usize {
-            self.0
-        }
-        fn token_budget(&self) -> usize {
-            self.0 + self.1
-        }
-    }
-
     fn limits() -> SchedulerLimits {
         SchedulerLimits {
             max_batch_size: 2,
             max_total_tokens: 100,
-            max_prefill_tokens: 50,
+            max_batch_tokens: 16,
+            max_prefill_tokens: 12,
             max_queue: 3,
         }
     }
@@ -160,77 +138,69 @@ mod tests {
     fn admits_in_arrival_order_up_to_the_batch_size() {
         let mut s = Scheduler::new(limits());
         for i in 1..=3 {
-            s.enqueue(Req(i, 1)).expect("room");
+            s.enqueue(i);
         }
-        assert_eq!(s.admit(), vec![Req(1, 1), Req(2, 1)]);
-        assert_eq!(s.waiting(), 1);
-        assert!(s.admit().is_empty(), "batch is full");
-        s.release(2);
-        assert_eq!(s.admit(), vec![Req(3, 1)]);
+        let mut started = Vec::new();
+        let mut start = |e| {
+            started.push(e);
+            Start::Started
+        };
+        assert_eq!(s.admit(0, &mut start), 2);
+        assert_eq!(s.admit(2, &mut start), 0, "batch is full");
+        assert_eq!(s.admit(1, &mut start), 1);
+        assert_eq!(started, [1, 2, 3]);
     }
 
     #[test]
-    fn a_full_queue_refuses_new_requests() {
-        let mut s = Scheduler::new(limits());
-        for _ in 0..3 {
-            s.enqueue(Req(1, 1)).expect("room");
-        }
-        let (why, _) = s.enqueue(Req(1, 1)).expect_err("queue full");
-        assert_eq!(why, Refusal::QueueFull);
-    }
-
-    #[test]
-    fn a_request_larger_than_the_token_budget_is_refused_up_front() {
-        let mut s = Scheduler::new(limits());
-        let (why, _) = s.enqueue(Req(90, 20)).expect_err("too large");
-        assert_eq!(
-            why,
-            Refusal::TooLarge {
-                budget: 110,
-                limit: 100
-            }
-        );
-    }
-
-    #[test]
-    fn kv_reservations_hold_back_the_head_without_letting_others_overtake() {
+    fn a_head_that_does_not_fit_holds_back_the_queue() {
         let mut s = Scheduler::new(SchedulerLimits {
             max_batch_size: 8,
             ..limits()
         });
-        s.enqueue(Req(30, 30)).expect("room");
-        s.enqueue(Req(30, 30)).expect("room");
-        s.enqueue(Req(1, 1)).expect("room");
-        assert_eq!(s.admit(), vec![Req(30, 30)]);
-        assert!(
-            s.admit().is_empty(),
-            "60 + 60 > 100, and the small one waits its turn"
-        );
-        s.release(60);
-        assert_eq!(s.admit(), vec![Req(30, 30), Req(1, 1)]);
-    }
-
-    #[test]
-    fn prefill_tokens_per_step_are_capped_but_the_first_prompt_always_runs() {
-        let mut s = Scheduler::new(SchedulerLimits {
-            max_batch_size: 8,
-            max_total_tokens: 1000,
-            max_prefill_tokens: 50,
-            max_queue: 8,
+        for i in [50, 1] {
+            s.enqueue(i);
+        }
+        // The big one does not fit; the small one waits its turn behind it.
+        let n = s.admit(0, |e| {
+            if e > 10 {
+                Start::NotNow(e)
+            } else {
+                Start::Started
+            }
         });
-        s.enqueue(Req(80, 1)).expect("room");
-        s.enqueue(Req(10, 1)).expect("room");
-        assert_eq!(s.admit(), vec![Req(80, 1)]);
-        assert_eq!(s.admit(), vec![Req(10, 1)]);
+        assert_eq!(n, 0);
+        assert_eq!(s.waiting(), 2);
+        assert_eq!(s.admit(0, |_| Start::Started), 2);
     }
 
     #[test]
     fn clients_that_left_are_removed_from_the_queue() {
         let mut s = Scheduler::new(limits());
-        s.enqueue(Req(1, 1)).expect("room");
-        s.enqueue(Req(2, 1)).expect("room");
-        let gone = s.drain_waiting(|r| r.0 == 1);
-        assert_eq!(gone, vec![Req(1, 1)]);
+        s.enqueue(1);
+        s.enqueue(2);
+        assert_eq!(s.drain_waiting(|&e| e == 1), vec![1]);
         assert_eq!(s.waiting(), 1);
+    }
+
+    #[test]
+    fn decodes_take_their_tokens_first_and_prompts_share_the_rest_in_order() {
+        let l = limits(); // 16 per step, at most 12 of them prompt tokens
+        assert_eq!(
+            l.plan_prefill(0, &[5, 20]),
+            [5, 7],
+            "capped at 12 prompt tokens"
+        );
+        assert_eq!(
+            l.plan_prefill(10, &[5, 20]),
+            [5, 1],
+            "16 - 10 decodes = 6 left"
+        );
+        assert_eq!(l.plan_prefill(3, &[]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn a_prompt_progresses_even_when_decodes_fill_the_step() {
+        assert_eq!(limits().plan_prefill(16, &[5, 5]), [1, 0]);
+        assert_eq!(limits().plan_prefill(40, &[5]), [1]);
     }
 }

@@ -1,79 +1,202 @@
-//! One running sequence: its tokens, KV cache, sampler, and the text/stop logic
+//! One running sequence: its tokens, KV blocks, sampler, and the text/stop logic
 //! that turns sampled ids into released text and a finish reason.
+//!
+//! Its fields are private: the invariants (tokens = prompt then generated;
+//! `computed <= tokens.len()`; the block table covers `computed` positions) are
+//! kept by its methods.
 
 use std::time::Instant;
 
-use tokio::sync::mpsc::UnboundedSender;
-
 use super::events::{FinishReason, RequestId, SpanHandle};
-use super::kv_cache::KvCache;
-use super::request::{GenerationEvent, StoppingCriteria, Token, TopToken};
+use super::kv::{KvBlocks, SeqBlocks};
+use super::request::{
+    Finish, GenerationEvent, GenerationRequest, StoppingCriteria, Token, TopToken,
+};
 use super::sampler::{Sampled, Sampler};
 use super::tokenizer::{IncrementalDecoder, Tokenizer};
+use super::QueueSlot;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A request as it waits in the queue.
+pub struct Submission {
+    pub id: RequestId,
+    pub request: GenerationRequest,
+    pub reply: UnboundedSender<GenerationEvent>,
+    pub queued_at: Instant,
+    /// Its place in the queue count, given back when it starts or is dropped.
+    pub slot: QueueSlot,
+}
 
 pub struct Sequence {
-    pub id: RequestId,
-    pub span: SpanHandle,
-    pub reply: UnboundedSender<GenerationEvent>,
+    id: RequestId,
+    span: SpanHandle,
+    reply: UnboundedSender<GenerationEvent>,
     /// Prompt followed by every generated token.
-    pub tokens: Vec<u32>,
-    pub prompt_len: usize,
-    pub cache: KvCache,
-    pub sampler: Sampler,
-    pub stopping: StoppingCriteria,
-    pub queued_at: Instant,
-    pub first_token_at: Option<Instant>,
-    pub last_token_at: Option<Instant>,
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    /// Positions whose keys and values are in the KV cache.
+    computed: usize,
+    /// Of the prompt, positions that came from the prefix cache.
+    cached: usize,
+    blocks: SeqBlocks,
+    sampler: Sampler,
+    stopping: StoppingCriteria,
+    queued_at: Instant,
+    first_token_at: Option<Instant>,
+    last_token_at: Option<Instant>,
     /// Finished or failed; leaves the batch before the next step.
-    pub done: bool,
+    done: bool,
     text: TextReleaser,
 }
 
 impl Sequence {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: RequestId,
-        span: SpanHandle,
-        reply: UnboundedSender<GenerationEvent>,
-        prompt: Vec<u32>,
-        cache: KvCache,
-        sampler: Sampler,
-        stopping: StoppingCriteria,
-        queued_at: Instant,
-    ) -> Self {
-        let text = TextReleaser::new(stopping.stop_sequences.clone());
+    /// Starts a queued request whose first `cached` prompt positions are already
+    /// in `blocks` (prefix-cache hits).
+    pub fn start(sub: Submission, blocks: SeqBlocks, cached: usize) -> Self {
+        let Submission {
+            id,
+            request,
+            reply,
+            queued_at,
+            slot,
+        } = sub;
+        drop(slot); // no longer waiting
+        let span = request.span.clone();
+        let sampler = Sampler::new(request.sampling.clone());
+        let stopping = request.stopping.clone();
+        let tokens = request.into_prompt_ids();
         Self {
             id,
             span,
             reply,
-            prompt_len: prompt.len(),
-            tokens: prompt,
-            cache,
+            prompt_len: tokens.len(),
+            tokens,
+            computed: cached,
+            cached,
+            blocks,
             sampler,
+            text: TextReleaser::new(stopping.stop_sequences.clone()),
             stopping,
             queued_at,
             first_token_at: None,
             last_token_at: None,
             done: false,
-            text,
         }
+    }
+
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    pub fn span(&self) -> &SpanHandle {
+        &self.span
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+
+    pub fn cached_tokens(&self) -> usize {
+        self.cached
     }
 
     pub fn generated(&self) -> usize {
         self.tokens.len() - self.prompt_len
     }
 
-    /// Tokens not yet fed through the model (the whole prompt, then the last sample).
-    pub fn pending_input(&self) -> &[u32] {
-        &self.tokens[self.cache.len()..]
+    /// Positions already in the KV cache (the next input's position).
+    pub fn computed(&self) -> usize {
+        self.computed
     }
 
-    pub fn token_budget(&self) -> usize {
-        self.prompt_len + self.stopping.max_new_tokens
+    /// Tokens not yet fed through the model (the rest of the prompt, then the last sample).
+    pub fn pending_input(&self) -> &[u32] {
+        &self.tokens[self.computed..]
+    }
+
+    /// Still working through its prompt (no token sampled yet).
+    pub fn is_prefilling(&self) -> bool {
+        self.computed < self.prompt_len
+    }
+
+    pub fn blocks(&self) -> &SeqBlocks {
+        &self.blocks
+    }
+
+    pub fn blocks_mut(&mut self) -> &mut SeqBlocks {
+        &mut self.blocks
+    }
+
+    /// Registers its full, computed blocks in the prefix cache.
+    pub fn commit_blocks(&mut self, kv: &mut KvBlocks) {
+        kv.commit(&mut self.blocks, &self.tokens, self.computed);
+    }
+
+    /// Gives back its blocks (when it leaves).
+    pub fn take_blocks(&mut self) -> SeqBlocks {
+        std::mem::take(&mut self.blocks)
+    }
+
+    /// Records that `n` more positions went through the model.
+    pub fn advance(&mut self, n: usize) {
+        self.computed += n;
+        debug_assert!(self.computed <= self.tokens.len());
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
     }
 
     pub fn client_gone(&self) -> bool {
         self.reply.is_closed()
+    }
+
+    pub fn deadline_passed(&self, now: Instant) -> bool {
+        self.stopping.deadline.is_some_and(|d| now >= d)
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.sampler.params().seed
+    }
+
+    /// The time since its previous token, or `None` for its first (recording `now`).
+    pub fn mark_token(&mut self, now: Instant) -> Option<std::time::Duration> {
+        let prev = self.last_token_at.replace(now);
+        match prev {
+            None => {
+                self.first_token_at = Some(now);
+                None
+            }
+            Some(p) => Some(now.saturating_duration_since(p)),
+        }
+    }
+
+    /// Marks it done and describes how it ended.
+    pub fn finish(&mut self, reason: FinishReason) -> Finish {
+        self.done = true;
+        Finish {
+            reason,
+            prompt_tokens: self.prompt_len,
+            cached_tokens: self.cached,
+            generated_tokens: self.generated(),
+            seed: self.seed(),
+            queued_at: self.queued_at,
+            first_token_at: self.first_token_at,
+        }
+    }
+
+    /// Marks it done without a finish (a failure; the caller tells the client).
+    pub fn abort(&mut self) {
+        self.done = true;
+    }
+
+    /// Sends an event to the client (ignored if it left).
+    pub fn send(&self, event: GenerationEvent) {
+        let _ = self.reply.send(event);
     }
 
     /// Samples from `logits`, records the token, and builds the event to send.
@@ -87,7 +210,7 @@ impl Sequence {
         self.tokens.push(id);
         let is_eos = id == tokenizer.eos_id() && !self.stopping.ignore_eos;
         let special = tokenizer.is_special(id);
-        let (text, stopped) = if is_eos {
+        let (mut text, stopped) = if is_eos {
             (self.text.flush(), false)
         } else {
             let piece = self.text.decoder.push(tokenizer, id);
@@ -102,7 +225,6 @@ impl Sequence {
         } else {
             None
         };
-        let mut text = text;
         if reason == Some(FinishReason::Length) {
             text.push_str(&self.text.flush());
         }
@@ -122,6 +244,12 @@ impl Sequence {
             top,
         };
         (token, reason)
+    }
+
+    /// Text held back for a possible stop sequence, released when the sequence
+    /// ends for another reason (a timeout).
+    pub fn flush_text(&mut self) -> String {
+        self.text.flush()
     }
 }
 

@@ -49,41 +49,71 @@ pub struct Tokenizer {
     vocab_size: usize,
 }
 
-impl Tokenizer {
+/// What a tokenizer is built from: the vocabulary and merges of a GGUF's
+/// `tokenizer.ggml.*` metadata.
+#[derive(Debug, Clone, Default)]
+pub struct TokenizerSpec {
+    pub tokens: Vec<String>,
+    /// `"a b"` pairs, in merge priority order.
+    pub merges: Vec<String>,
+    /// llama.cpp token types (1 normal, 3 control, 4 user-defined).
+    pub types: Vec<i32>,
+    /// llama.cpp pre-tokenizer name (`tokenizer.ggml.pre`).
+    pub pre: String,
+    pub eos_id: u32,
+    pub bos_id: Option<u32>,
+    pub add_bos: bool,
+}
+
+impl TokenizerSpec {
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self, TokenizerError> {
         let model = gguf.string("tokenizer.ggml.model")?;
         if model != "gpt2" {
             return Err(TokenizerError::UnsupportedModel(model));
         }
         let tokens = gguf.strings("tokenizer.ggml.tokens")?;
-        let merges = gguf.strings("tokenizer.ggml.merges")?;
         let types = if gguf.has("tokenizer.ggml.token_type") {
             gguf.i32s("tokenizer.ggml.token_type")?
         } else {
             vec![1; tokens.len()]
         };
-        let pre = if gguf.has("tokenizer.ggml.pre") {
-            gguf.string("tokenizer.ggml.pre")?
-        } else {
-            "default".to_owned()
-        };
-        let eos_id = gguf.usize("tokenizer.ggml.eos_token_id")? as u32;
-        let bos_id = gguf
-            .usize("tokenizer.ggml.bos_token_id")
-            .ok()
-            .map(|x| x as u32);
-        let add_bos = gguf
-            .metadata()
-            .get("tokenizer.ggml.add_bos_token")
-            .and_then(|v| v.to_bool().ok())
-            .unwrap_or(false);
+        Ok(Self {
+            merges: gguf.strings("tokenizer.ggml.merges")?,
+            types,
+            pre: if gguf.has("tokenizer.ggml.pre") {
+                gguf.string("tokenizer.ggml.pre")?
+            } else {
+                "default".to_owned()
+            },
+            eos_id: gguf.usize("tokenizer.ggml.eos_token_id")? as u32,
+            bos_id: gguf
+                .usize("tokenizer.ggml.bos_token_id")
+                .ok()
+                .map(|x| x as u32),
+            add_bos: gguf
+                .metadata()
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(|v| v.to_bool().ok())
+                .unwrap_or(false),
+            tokens,
+        })
+    }
+}
 
-        let vocab: tokenizers::models::bpe::Vocab = tokens
+impl Tokenizer {
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self, TokenizerError> {
+        Self::from_spec(TokenizerSpec::from_gguf(gguf)?)
+    }
+
+    pub fn from_spec(spec: TokenizerSpec) -> Result<Self, TokenizerError> {
+        let vocab: tokenizers::models::bpe::Vocab = spec
+            .tokens
             .iter()
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
-        let merges = merges
+        let merges = spec
+            .merges
             .iter()
             .filter_map(|m| m.split_once(' '))
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
@@ -92,16 +122,15 @@ impl Tokenizer {
             .vocab_and_merges(vocab, merges)
             .build()
             .map_err(tk_err)?;
-
         let mut plain = tokenizers::Tokenizer::new(bpe);
-        plain.with_pre_tokenizer(Some(pre_tokenizer(&pre)?));
+        plain.with_pre_tokenizer(Some(pre_tokenizer(&spec.pre)?));
         plain.with_decoder(Some(ByteLevelDecoder::default()));
 
         let mut with_special = plain.clone();
         let mut special_ids = Vec::new();
         let mut special = Vec::new();
         let mut user_defined = Vec::new();
-        for (id, (token, ty)) in tokens.iter().zip(types.iter()).enumerate() {
+        for (id, (token, ty)) in spec.tokens.iter().zip(spec.types.iter()).enumerate() {
             match *ty {
                 TOKEN_TYPE_CONTROL => {
                     special_ids.push(id as u32);
@@ -118,15 +147,14 @@ impl Tokenizer {
             .add_tokens(user_defined.clone())
             .map_err(tk_err)?;
         plain.add_tokens(user_defined).map_err(tk_err)?;
-
         Ok(Self {
             with_special,
             plain,
-            eos_id,
-            bos_id,
-            add_bos,
+            eos_id: spec.eos_id,
+            bos_id: spec.bos_id,
+            add_bos: spec.add_bos,
             special_ids,
-            vocab_size: tokens.len(),
+            vocab_size: spec.tokens.len(),
         })
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Where there is no driver or no GPU, `Nvml::init()` fails (a libloading error
 //! when `libnvidia-ml.so` is absent). That is a normal deployment, not a fault:
-//! the sampler logs one line, exports `candlelight.gpu.available = 0` and the
+//! the monitor logs one line, exports `candlelight.gpu.available = 0` and the
 //! server runs on. Individual readings a device does not support (power on
 //! some boards, for instance) are skipped quietly.
 
@@ -19,7 +19,7 @@ use super::names::{self, attr};
 /// What the NVML probe found.
 #[derive(Debug)]
 enum Probe {
-    /// Not probed yet (the probe runs on the sampler thread's first tick).
+    /// Not probed yet (the probe runs on the monitor thread's first tick).
     Pending,
     /// No NVML or no device: nothing more to sample.
     Absent,
@@ -30,7 +30,7 @@ enum Probe {
 }
 
 /// Samples every NVIDIA device NVML sees.
-pub struct GpuSampler {
+pub struct GpuMonitor {
     probe: Probe,
     pid: u32,
     available: Gauge<u64>,
@@ -43,9 +43,9 @@ pub struct GpuSampler {
     process_memory: Gauge<u64>,
 }
 
-impl GpuSampler {
-    pub fn new(meter: &Meter) -> GpuSampler {
-        GpuSampler {
+impl GpuMonitor {
+    pub fn new(meter: &Meter) -> GpuMonitor {
+        GpuMonitor {
             probe: Probe::Pending,
             pid: std::process::id(),
             available: u64_gauge(meter, &names::GPU_AVAILABLE),
@@ -164,9 +164,9 @@ mod tests {
     use opentelemetry::metrics::MeterProvider;
 
     #[test]
-    fn without_nvml_the_sampler_reports_zero_gpus_and_runs_on() {
+    fn without_nvml_the_monitor_reports_zero_gpus_and_runs_on() {
         let (provider, registry) = prometheus_meter();
-        let mut gpu = GpuSampler::new(&provider.meter("test"));
+        let mut gpu = GpuMonitor::new(&provider.meter("test"));
         // What `Nvml::init()` returns on a machine without the NVIDIA driver.
         gpu.start(Err(NvmlError::LibraryNotFound));
         gpu.sample(); // must not probe again, panic or block
@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn real_probe_always_exports_availability() {
         let (provider, registry) = prometheus_meter();
-        let mut gpu = GpuSampler::new(&provider.meter("test"));
+        let mut gpu = GpuMonitor::new(&provider.meter("test"));
         gpu.sample();
         let seen = value(&scrape(&registry), "candlelight_gpu_available", "");
         assert_eq!(seen, Some(gpu.device_count() as f64));
@@ -198,7 +198,7 @@ mod tests {
     #[ignore = "needs an NVIDIA GPU and driver"]
     fn nvml_reports_real_values() {
         let (provider, registry) = prometheus_meter();
-        let mut gpu = GpuSampler::new(&provider.meter("test"));
+        let mut gpu = GpuMonitor::new(&provider.meter("test"));
         gpu.sample();
         gpu.sample();
         let text = scrape(&registry);

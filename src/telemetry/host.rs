@@ -1,10 +1,10 @@
 //! Host metrics sampled in the background: process CPU and RSS, system CPU,
-//! memory and I/O wait. Together with the GPU sampler this answers "is
+//! memory and I/O wait. Together with the GPU monitor this answers "is
 //! throughput limited by the CPU, the GPU or memory, and does memory grow?".
 //!
 //! sysinfo supplies CPU and memory. It has no I/O-wait figure, so that one comes
 //! from the first line of `/proc/stat` (Linux; elsewhere it is simply absent).
-//! One sampler thread (not a tokio task: refreshing reads `/proc` and NVML
+//! One monitor thread (not a tokio task: refreshing reads `/proc` and NVML
 //! synchronously) ticks every [`SAMPLE_EVERY`].
 
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -15,7 +15,7 @@ use opentelemetry::metrics::{Gauge, Meter};
 use opentelemetry::KeyValue;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-use super::gpu::GpuSampler;
+use super::gpu::GpuMonitor;
 use super::metrics::{f64_gauge, u64_gauge};
 use super::names::{self, attr};
 
@@ -26,6 +26,8 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTimes {
     pub iowait: u64,
+    /// Time the hypervisor gave this VM's virtual CPUs to someone else.
+    pub steal: u64,
     pub total: u64,
 }
 
@@ -45,15 +47,25 @@ impl CpuTimes {
         }
         Some(CpuTimes {
             iowait: fields[4],
+            steal: fields.get(7).copied().unwrap_or(0),
             total: fields.iter().sum(),
         })
     }
 
     /// Fraction of CPU time spent waiting for I/O between two readings.
     pub fn iowait_since(&self, earlier: &CpuTimes) -> Option<f64> {
-        let total = self.total.checked_sub(earlier.total)?;
-        let iowait = self.iowait.checked_sub(earlier.iowait)?;
-        (total > 0).then(|| iowait as f64 / total as f64)
+        Self::fraction(self.iowait, earlier.iowait, self.total, earlier.total)
+    }
+
+    /// Fraction of CPU time stolen by the hypervisor between two readings.
+    pub fn steal_since(&self, earlier: &CpuTimes) -> Option<f64> {
+        Self::fraction(self.steal, earlier.steal, self.total, earlier.total)
+    }
+
+    fn fraction(part: u64, part_before: u64, total: u64, total_before: u64) -> Option<f64> {
+        let total = total.checked_sub(total_before)?;
+        let part = part.checked_sub(part_before)?;
+        (total > 0).then(|| part as f64 / total as f64)
     }
 
     fn read() -> Option<CpuTimes> {
@@ -62,7 +74,7 @@ impl CpuTimes {
 }
 
 /// Samples this process and the machine.
-pub struct HostSampler {
+pub struct HostMonitor {
     system: System,
     pid: Option<Pid>,
     cpus: f64,
@@ -74,12 +86,12 @@ pub struct HostSampler {
     memory_limit: Gauge<u64>,
 }
 
-impl HostSampler {
-    pub fn new(meter: &Meter) -> anyhow::Result<HostSampler> {
+impl HostMonitor {
+    pub fn new(meter: &Meter) -> anyhow::Result<HostMonitor> {
         let mut system = System::new()?;
         system.refresh_cpu_usage();
         let cpus = system.cpus().len().max(1) as f64;
-        Ok(HostSampler {
+        Ok(HostMonitor {
             system,
             pid: sysinfo::get_current_pid().ok(),
             cpus,
@@ -106,9 +118,16 @@ impl HostSampler {
             &[KeyValue::new(attr::CPU_MODE, attr::CPU_BUSY)],
         );
         if let Some(now) = CpuTimes::read() {
-            if let Some(iowait) = self.last_times.and_then(|before| now.iowait_since(&before)) {
-                self.system_cpu
-                    .record(iowait, &[KeyValue::new(attr::CPU_MODE, attr::CPU_IOWAIT)]);
+            if let Some(before) = self.last_times {
+                for (mode, value) in [
+                    (attr::CPU_IOWAIT, now.iowait_since(&before)),
+                    (attr::CPU_STEAL, now.steal_since(&before)),
+                ] {
+                    if let Some(v) = value {
+                        self.system_cpu
+                            .record(v, &[KeyValue::new(attr::CPU_MODE, mode)]);
+                    }
+                }
             }
             self.last_times = Some(now);
         }
@@ -126,24 +145,24 @@ impl HostSampler {
     }
 }
 
-/// The background sampler thread; stops when dropped or on [`Sampler::stop`].
+/// The background monitor thread; stops when dropped or on [`MonitorThread::stop`].
 #[derive(Debug)]
-pub struct Sampler {
+pub struct MonitorThread {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Sampler {
+impl MonitorThread {
     /// Start sampling host and GPU every `every`. The first sample (and the
     /// one-line "no GPU" notice) comes after one period, once logging is set up.
     pub fn spawn(
-        mut host: Option<HostSampler>,
-        mut gpu: GpuSampler,
+        mut host: Option<HostMonitor>,
+        mut gpu: GpuMonitor,
         every: Duration,
-    ) -> std::io::Result<Sampler> {
+    ) -> std::io::Result<MonitorThread> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name("candlelight-sampler".into())
+            .name("candlelight-monitor".into())
             .spawn(move || {
                 // A message or a dropped sender both mean stop.
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
@@ -153,7 +172,7 @@ impl Sampler {
                     gpu.sample();
                 }
             })?;
-        Ok(Sampler {
+        Ok(MonitorThread {
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -167,7 +186,7 @@ impl Sampler {
     }
 }
 
-impl Drop for Sampler {
+impl Drop for MonitorThread {
     fn drop(&mut self) {
         self.stop();
     }
@@ -178,7 +197,7 @@ mod tests {
     use super::*;
 
     const STAT_1: &str = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\nintr 1\n";
-    const STAT_2: &str = "cpu  130 5 60 880 60 3 2 0 0 0\ncpu0 65 2 30 440 30 1 1 0 0 0\n";
+    const STAT_2: &str = "cpu  130 5 60 880 60 3 2 7 0 0\ncpu0 65 2 30 440 30 1 1 0 0 0\n";
 
     #[test]
     fn proc_stat_iowait_fraction() {
@@ -188,21 +207,24 @@ mod tests {
             a,
             CpuTimes {
                 iowait: 40,
+                steal: 0,
                 total: 1000
             }
         );
-        // 20 of 140 jiffies waited for I/O.
+        // 20 of 147 jiffies waited for I/O, 7 were stolen.
         let f = b.iowait_since(&a).expect("invariant: time moved forward");
-        assert!((f - 20.0 / 140.0).abs() < 1e-12);
+        assert!((f - 20.0 / 147.0).abs() < 1e-12);
+        let f = b.steal_since(&a).expect("invariant: time moved forward");
+        assert!((f - 7.0 / 147.0).abs() < 1e-12);
         assert_eq!(a.iowait_since(&b), None, "counters never go backwards");
         assert_eq!(CpuTimes::parse("intr 1\n"), None);
     }
 
     #[test]
-    fn host_sampler_exports_memory_and_cpu() -> anyhow::Result<()> {
+    fn host_monitor_exports_memory_and_cpu() -> anyhow::Result<()> {
         let (provider, registry) = super::super::testing::prometheus_meter();
         let meter = opentelemetry::metrics::MeterProvider::meter(&provider, "test");
-        let mut host = HostSampler::new(&meter)?;
+        let mut host = HostMonitor::new(&meter)?;
         host.sample();
         let text = super::super::testing::scrape(&registry);
         for m in [

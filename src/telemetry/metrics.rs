@@ -70,12 +70,18 @@ pub struct Instruments {
     pub running: Gauge<u64>,
     pub waiting: Gauge<u64>,
     pub kv_cache_usage: Gauge<u64>,
+    pub kv_cache_utilization: Gauge<f64>,
+    pub kv_cache_cached: Gauge<u64>,
     pub kv_cache_capacity: Gauge<u64>,
+    pub prefix_cache_queries: Counter<u64>,
+    pub prefix_cache_hits: Counter<u64>,
+    pub cache_config: Gauge<u64>,
     pub tokens_prompt: Counter<u64>,
     pub tokens_generated: Counter<u64>,
     pub finished: Counter<u64>,
     pub rejected: Counter<u64>,
     pub cancelled: Counter<u64>,
+    pub failed: Counter<u64>,
 }
 
 impl std::fmt::Debug for Instruments {
@@ -83,6 +89,24 @@ impl std::fmt::Debug for Instruments {
         f.write_str("Instruments")
     }
 }
+
+/// The `error.type` of each way the engine ends a request early.
+pub fn failure_error_type(kind: crate::engine::FailureKind) -> &'static str {
+    use crate::engine::FailureKind;
+    match kind {
+        FailureKind::Engine => "generation",
+        FailureKind::Shutdown => "shutdown",
+        FailureKind::Timeout => "request_timeout",
+        FailureKind::EngineDead => "engine_unavailable",
+    }
+}
+
+const ERROR_TYPES_OF_FAILURES: [&str; 4] = [
+    "generation",
+    "shutdown",
+    "request_timeout",
+    "engine_unavailable",
+];
 
 impl Instruments {
     pub fn new(meter: &Meter) -> Instruments {
@@ -102,12 +126,18 @@ impl Instruments {
             running: u64_gauge(meter, &names::REQUESTS_RUNNING),
             waiting: u64_gauge(meter, &names::REQUESTS_WAITING),
             kv_cache_usage: u64_gauge(meter, &names::KV_CACHE_USAGE),
+            kv_cache_utilization: f64_gauge(meter, &names::KV_CACHE_UTILIZATION),
+            kv_cache_cached: u64_gauge(meter, &names::KV_CACHE_CACHED),
             kv_cache_capacity: u64_gauge(meter, &names::KV_CACHE_CAPACITY),
+            prefix_cache_queries: u64_counter(meter, &names::PREFIX_CACHE_QUERIES),
+            prefix_cache_hits: u64_counter(meter, &names::PREFIX_CACHE_HITS),
+            cache_config: u64_gauge(meter, &names::CACHE_CONFIG_INFO),
             tokens_prompt: u64_counter(meter, &names::TOKENS_PROMPT),
             tokens_generated: u64_counter(meter, &names::TOKENS_GENERATED),
             finished: u64_counter(meter, &names::REQUESTS_FINISHED),
             rejected: u64_counter(meter, &names::REQUESTS_REJECTED),
             cancelled: u64_counter(meter, &names::REQUESTS_CANCELLED),
+            failed: u64_counter(meter, &names::REQUESTS_FAILED),
         }
     }
 
@@ -122,11 +152,19 @@ impl Instruments {
             &self.running,
             &self.waiting,
             &self.kv_cache_usage,
+            &self.kv_cache_cached,
             &self.kv_cache_capacity,
         ] {
             g.record(0, &[]);
         }
-        for c in [&self.tokens_prompt, &self.tokens_generated, &self.cancelled] {
+        self.kv_cache_utilization.record(0.0, &[]);
+        for c in [
+            &self.tokens_prompt,
+            &self.tokens_generated,
+            &self.cancelled,
+            &self.prefix_cache_queries,
+            &self.prefix_cache_hits,
+        ] {
             c.add(0, &[]);
         }
         for reason in [
@@ -139,5 +177,8 @@ impl Instruments {
         }
         let full = RejectReason::QueueFull.as_str();
         self.rejected.add(0, &[KeyValue::new(ERROR_TYPE, full)]);
+        for kind in ERROR_TYPES_OF_FAILURES {
+            self.failed.add(0, &[KeyValue::new(ERROR_TYPE, kind)]);
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! Telemetry: OTLP traces and metrics, the same metrics on `GET /metrics`, and
-//! host/GPU samplers. It observes the engine through [`crate::engine::events`];
+//! host/GPU monitors. It observes the engine through [`crate::engine::events`];
 //! it never steers it.
 //!
 //! # How the server wires it
@@ -80,7 +80,7 @@ pub const SCOPE: &str = "candlelight";
 /// variables, then to defaults (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
-    /// `false` (`--no-telemetry`): no spans, no metrics, no samplers.
+    /// `false` (`--no-telemetry`): no spans, no metrics, no host monitor.
     pub enabled: bool,
     /// Base OTLP URL, like `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub otlp_endpoint: Option<String>,
@@ -129,11 +129,11 @@ struct Inner {
     registry: prometheus::Registry,
     drops: Arc<DropStats>,
     _dropped: ObservableCounter<u64>,
-    sampler: Mutex<Option<host::Sampler>>,
+    monitor: Mutex<Option<host::MonitorThread>>,
 }
 
 impl Telemetry {
-    /// Build providers, exporters and samplers. Call inside the tokio runtime:
+    /// Build providers, exporters and the host monitor. Call inside the tokio runtime:
     /// exporters run their I/O on it. `cfg.enabled == false` gives [`Telemetry::disabled`].
     pub fn init(
         cfg: &TelemetryConfig,
@@ -159,7 +159,7 @@ impl Telemetry {
             model,
             max_batch_size,
         );
-        telemetry.start_sampler(host::SAMPLE_EVERY)?;
+        telemetry.start_monitor(host::SAMPLE_EVERY)?;
         tracing::debug!(?plan, "telemetry on");
         Ok(telemetry)
     }
@@ -194,6 +194,7 @@ impl Telemetry {
         });
         let observer = Arc::new(EngineTelemetry {
             shared: shared.clone(),
+            described: Default::default(),
         });
         Telemetry {
             inner: Some(Arc::new(Inner {
@@ -204,24 +205,24 @@ impl Telemetry {
                 registry,
                 drops,
                 _dropped: dropped,
-                sampler: Mutex::new(None),
+                monitor: Mutex::new(None),
             })),
         }
     }
 
-    /// Start the host and GPU sampler thread.
-    fn start_sampler(&self, every: Duration) -> anyhow::Result<()> {
+    /// Start the host and GPU monitor thread.
+    fn start_monitor(&self, every: Duration) -> anyhow::Result<()> {
         let Some(inner) = &self.inner else {
             return Ok(());
         };
         let meter = inner.meter_provider.meter(SCOPE);
-        let host = host::HostSampler::new(&meter)
+        let host = host::HostMonitor::new(&meter)
             .map_err(|e| tracing::warn!("no host metrics: {e}"))
             .ok();
-        let gpu = gpu::GpuSampler::new(&meter);
-        let sampler =
-            host::Sampler::spawn(host, gpu, every).context("starting the sampler thread")?;
-        *inner.sampler.lock().unwrap_or_else(|p| p.into_inner()) = Some(sampler);
+        let gpu = gpu::GpuMonitor::new(&meter);
+        let monitor = host::MonitorThread::spawn(host, gpu, every)
+            .context("starting the host monitor thread")?;
+        *inner.monitor.lock().unwrap_or_else(|p| p.into_inner()) = Some(monitor);
         Ok(())
     }
 
@@ -308,7 +309,7 @@ impl Telemetry {
             .context("a global tracing subscriber is already installed")
     }
 
-    /// Stop the samplers and flush spans and metrics. Runs the blocking SDK
+    /// Stop the monitors and flush spans and metrics. Runs the blocking SDK
     /// shutdown off the async workers (the exporters need the runtime meanwhile).
     pub async fn shutdown(&self) {
         let Some(inner) = self.inner.clone() else {
@@ -323,13 +324,13 @@ impl Telemetry {
 
 impl Inner {
     fn shutdown_blocking(&self) {
-        if let Some(mut sampler) = self
-            .sampler
+        if let Some(mut monitor) = self
+            .monitor
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
-            sampler.stop();
+            monitor.stop();
         }
         if let Err(e) = self.tracer_provider.shutdown() {
             tracing::debug!("tracer provider shutdown: {e}");

@@ -11,7 +11,7 @@ use std::time::Instant;
 use opentelemetry::trace::{Link, TraceContextExt};
 use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
 
-use super::metrics::Instruments;
+use super::metrics::{failure_error_type, Instruments};
 use super::names::{attr, span};
 use super::traces::{Phase, RequestState, Spans};
 use super::RequestInfo;
@@ -46,6 +46,8 @@ fn with(attrs: &[KeyValue], extra: KeyValue) -> Vec<KeyValue> {
 #[derive(Debug)]
 pub struct EngineTelemetry {
     pub shared: Arc<Shared>,
+    /// The KV geometry gauge (`candlelight.cache_config.info`) was recorded.
+    pub described: std::sync::atomic::AtomicBool,
 }
 
 impl EngineObserver for EngineTelemetry {
@@ -60,9 +62,10 @@ impl EngineObserver for EngineTelemetry {
             EngineEvent::Admitted {
                 span,
                 queued_at,
+                cached_tokens,
                 at,
                 ..
-            } => self.admitted(span, queued_at, at),
+            } => self.admitted(span, queued_at, cached_tokens, at),
             EngineEvent::StepDone {
                 kind,
                 members,
@@ -89,34 +92,59 @@ impl EngineObserver for EngineTelemetry {
                 at,
                 ..
             } => self.cancelled(span, output_tokens, at),
+            EngineEvent::Failed {
+                span,
+                kind,
+                output_tokens,
+                at,
+                ..
+            } => self.ended_early(span, failure_error_type(kind), output_tokens, at),
             EngineEvent::Rejected { reason } => {
                 m.rejected
                     .add(1, &[KeyValue::new(attr::ERROR_TYPE, reason.as_str())]);
             }
-            EngineEvent::Load {
-                running,
-                waiting,
-                kv_cache_used_bytes,
-                kv_cache_capacity_bytes,
-            } => {
-                m.running.record(running as u64, &[]);
-                m.waiting.record(waiting as u64, &[]);
-                m.kv_cache_usage.record(kv_cache_used_bytes as u64, &[]);
+            EngineEvent::Load(load) => {
+                m.running.record(load.running as u64, &[]);
+                m.waiting.record(load.waiting as u64, &[]);
+                m.kv_cache_usage.record(load.kv_reserved_bytes as u64, &[]);
+                m.kv_cache_cached.record(load.kv_cached_bytes as u64, &[]);
                 m.kv_cache_capacity
-                    .record(kv_cache_capacity_bytes as u64, &[]);
+                    .record(load.kv_capacity_bytes as u64, &[]);
+                let fill = load.kv_reserved_bytes as f64 / load.kv_capacity_bytes.max(1) as f64;
+                m.kv_cache_utilization.record(fill, &[]);
+                if !self
+                    .described
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    let geometry = [
+                        KeyValue::new(attr::KV_BLOCK_SIZE, load.kv_block_size.to_string()),
+                        KeyValue::new(attr::KV_BLOCKS, load.kv_blocks.to_string()),
+                    ];
+                    m.cache_config.record(1, &geometry);
+                }
+            }
+            EngineEvent::PrefixLookup {
+                queried_tokens,
+                hit_tokens,
+            } => {
+                m.prefix_cache_queries.add(queried_tokens as u64, &[]);
+                m.prefix_cache_hits.add(hit_tokens as u64, &[]);
             }
         }
     }
 }
 
 impl EngineTelemetry {
-    fn admitted(&self, handle: &SpanHandle, queued_at: Instant, at: Instant) {
+    fn admitted(&self, handle: &SpanHandle, queued_at: Instant, cached: usize, at: Instant) {
         self.shared
             .instruments
             .queue_duration
             .record(secs(queued_at, at), &[]);
         let Some(s) = state(handle) else { return };
-        s.progress().admitted_at = Some(at);
+        let mut p = s.progress();
+        p.admitted_at = Some(at);
+        p.cached_tokens = cached;
+        drop(p);
         if let Some(cx) = &s.cx {
             self.shared
                 .spans
@@ -137,8 +165,9 @@ impl EngineTelemetry {
         m.step_duration.record(secs(started, ended), &kind_attr);
         m.batch_size.record(members.len() as u64, &kind_attr);
         m.batch_tokens.record(tokens as u64, &kind_attr);
-        if kind == StepKind::Prefill {
-            m.tokens_prompt.add(tokens as u64, &[]);
+        let prompt: usize = members.iter().filter(|x| x.prefill).map(|x| x.tokens).sum();
+        if prompt > 0 {
+            m.tokens_prompt.add(prompt as u64, &[]);
         }
         // Link the step to every sampled request it served, and each back.
         let sampled: Vec<(&RequestState, Link)> = members
@@ -189,7 +218,10 @@ impl EngineTelemetry {
         };
         m.prefill_duration.record(secs(admitted, at), &[]);
         if let Some(cx) = &s.cx {
-            let phase = Phase::new(admitted, at).with_links(p.take_links());
+            let cached = KeyValue::new(attr::PROMPT_CACHED_TOKENS, p.cached_tokens as i64);
+            let phase = Phase::new(admitted, at)
+                .with_links(p.take_links())
+                .with_attribute(cached);
             drop(p);
             self.shared.spans.child(cx, span::PREFILL, phase);
         }
@@ -249,17 +281,38 @@ impl EngineTelemetry {
     }
 
     fn cancelled(&self, handle: &SpanHandle, output: usize, at: Instant) {
+        self.shared.instruments.cancelled.add(1, &[]);
+        self.close_early(handle, attr::ERROR_CANCELLED, output, at);
+    }
+
+    /// The engine ended a request early (shutdown, timeout, failure).
+    fn ended_early(
+        &self,
+        handle: &SpanHandle,
+        error_type: &'static str,
+        output: usize,
+        at: Instant,
+    ) {
+        let failed = KeyValue::new(attr::ERROR_TYPE, error_type);
+        self.shared.instruments.failed.add(1, &[failed]);
+        self.close_early(handle, error_type, output, at);
+    }
+
+    /// Ends the request span and its open phase with `error_type`.
+    fn close_early(
+        &self,
+        handle: &SpanHandle,
+        error_type: &'static str,
+        output: usize,
+        at: Instant,
+    ) {
         let m = &self.shared.instruments;
-        m.cancelled.add(1, &[]);
         let Some(s) = state(handle) else { return };
         let mut p = s.progress();
         if std::mem::replace(&mut p.done, true) {
             return;
         }
-        let error_attrs = with(
-            &s.attrs,
-            KeyValue::new(attr::ERROR_TYPE, attr::ERROR_CANCELLED),
-        );
+        let error_attrs = with(&s.attrs, KeyValue::new(attr::ERROR_TYPE, error_type));
         m.request_duration.record(secs(s.started, at), &error_attrs);
         let Some(cx) = &s.cx else { return };
         // Close whichever phase the request was in when its client left.
@@ -272,7 +325,7 @@ impl EngineTelemetry {
         if let Some((name, start)) = open {
             let phase = Phase::new(start, at)
                 .with_links(p.take_links())
-                .failed(attr::ERROR_CANCELLED);
+                .failed(error_type);
             drop(p);
             self.shared.spans.child(cx, name, phase);
         }
@@ -282,7 +335,7 @@ impl EngineTelemetry {
         )];
         self.shared
             .spans
-            .end_request(cx, outcome, Some(attr::ERROR_CANCELLED), at);
+            .end_request(cx, outcome, Some(error_type), at);
     }
 }
 

@@ -14,8 +14,8 @@ use super::names::{self, attr, span, Group};
 use super::testing::{self, value, SpanStore};
 use super::{RequestInfo, Telemetry};
 use crate::engine::events::{
-    EngineEvent, EngineObserver, FinishReason, RejectReason, RequestId, SpanHandle, StepKind,
-    StepMember,
+    EngineEvent, EngineObserver, FinishReason, LoadReport, RejectReason, RequestId, SpanHandle,
+    StepKind, StepMember,
 };
 
 const GENAI: &str = "chat SmolLM2-135M-Instruct";
@@ -70,6 +70,7 @@ fn run_batch(
     }
     for &(req, span) in reqs {
         obs.on_event(&EngineEvent::Admitted {
+            cached_tokens: 0,
             req,
             span,
             queued_at: ms(0),
@@ -79,6 +80,7 @@ fn run_batch(
     let members: Vec<StepMember<'_>> = reqs
         .iter()
         .map(|&(req, span)| StepMember {
+            prefill: true,
             req,
             span,
             tokens: prompt,
@@ -102,6 +104,7 @@ fn run_batch(
     let decode: Vec<StepMember<'_>> = members
         .iter()
         .map(|m| StepMember {
+            prefill: false,
             tokens: 1,
             ..m.clone()
         })
@@ -137,12 +140,15 @@ fn run_batch(
             at,
         });
     }
-    obs.on_event(&EngineEvent::Load {
+    obs.on_event(&EngineEvent::Load(LoadReport {
         running: 0,
         waiting: 0,
-        kv_cache_used_bytes: 0,
-        kv_cache_capacity_bytes: 1 << 20,
-    });
+        kv_reserved_bytes: 0,
+        kv_cached_bytes: 0,
+        kv_capacity_bytes: 1 << 20,
+        kv_block_size: 16,
+        kv_blocks: 64,
+    }));
 }
 
 #[test]
@@ -358,6 +364,7 @@ fn cancelled_and_failed_requests_end_with_error_type() {
         at: t,
     });
     obs.on_event(&EngineEvent::Admitted {
+        cached_tokens: 0,
         req: 1,
         span: &h,
         queued_at: t,
@@ -535,6 +542,7 @@ fn observer_cost_per_decode_step() {
     let members: Vec<StepMember<'_>> = (0..)
         .zip(&handles)
         .map(|(req, span)| StepMember {
+            prefill: false,
             req,
             span,
             tokens: 1,

@@ -67,6 +67,8 @@ pub struct RequestState {
 pub struct Progress {
     pub queued_at: Option<Instant>,
     pub admitted_at: Option<Instant>,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub cached_tokens: usize,
     pub first_token_at: Option<Instant>,
     /// Links to the step spans of the current phase (prefill, then decode).
     pub step_links: Vec<Link>,
@@ -185,6 +187,7 @@ impl Spans {
         let name = match kind {
             StepKind::Prefill => span::STEP_PREFILL,
             StepKind::Decode => span::STEP_DECODE,
+            StepKind::Mixed => span::STEP_MIXED,
         };
         let attributes = vec![
             KeyValue::new(attr::STEP_KIND, kind.as_str()),

@@ -1,4 +1,4 @@
-//! Attention of one query row against an f16 KV cache.
+//! Attention of one query row against an f16 KV cache stored in blocks.
 //!
 //! The cache stores keys and values in f16 (as llama.cpp does by default): half
 //! the memory of f32 and half the bytes read per step, which at long contexts
@@ -23,14 +23,47 @@ pub struct AttendScratch {
     query: Vec<f32>,
 }
 
-/// One KV head's slice of the cache: row `t` starts at `t * stride` and holds
-/// `head_dim` f16 values.
+/// One KV head's view of a paged cache: position `t` lives in block
+/// `blocks[t / block_size]`, at row `blocks[..] * block_size + t % block_size`;
+/// a row starts at `row * stride` and this head's `head_dim` values at its start.
 #[derive(Clone, Copy)]
 pub struct KvHead<'a> {
     pub keys: &'a [f16],
     pub values: &'a [f16],
     pub stride: usize,
     pub head_dim: usize,
+    pub blocks: &'a [u32],
+    pub block_size: usize,
+}
+
+impl KvHead<'_> {
+    /// Element offset of position `t`'s row. Shifts, not a division: this runs
+    /// once per cached position per head.
+    #[inline(always)]
+    fn offset(&self, t: usize) -> usize {
+        let shift = self.block_size.trailing_zeros();
+        let mask = self.block_size - 1;
+        ((self.blocks[t >> shift] as usize) << shift | (t & mask)) * self.stride
+    }
+
+    /// Panics unless every position `0..ctx` lies inside the cache slices.
+    fn check(&self, ctx: usize) {
+        assert!(
+            self.block_size.is_power_of_two(),
+            "attend_group: block size must be a power of two"
+        );
+        let used = ctx.div_ceil(self.block_size);
+        assert!(
+            self.blocks.len() >= used,
+            "attend_group: block table shorter than the context"
+        );
+        let max_block = self.blocks[..used].iter().max().copied().unwrap_or(0) as usize;
+        let end = ((max_block + 1) * self.block_size - 1) * self.stride + self.head_dim;
+        assert!(
+            self.keys.len() >= end && self.values.len() >= end,
+            "attend_group: a block lies outside the cache"
+        );
+    }
 }
 
 /// Softmax attention of the query heads in `q` (`group * head_dim` floats, heads
@@ -50,11 +83,7 @@ pub fn attend_group(
     );
     assert_eq!(q.len(), out.len(), "attend_group: output length");
     assert!(ctx > 0, "attend_group: empty context");
-    let last = (ctx - 1) * kv.stride + hd;
-    assert!(
-        kv.keys.len() >= last && kv.values.len() >= last,
-        "attend_group: cache shorter than the context"
-    );
+    kv.check(ctx);
     let group = q.len() / hd;
     // Round the query to f16 as llama.cpp does before its f16 K dot products.
     let AttendScratch { scores, row, query } = scratch;
@@ -90,7 +119,7 @@ fn attend_portable(
 ) {
     let hd = kv.head_dim;
     for t in 0..ctx {
-        widen(&kv.keys[t * kv.stride..], row);
+        widen(&kv.keys[kv.offset(t)..], row);
         for (g, qh) in q.chunks_exact(hd).enumerate() {
             scores[g * ctx + t] = ops::dot_inline(qh, row) * scale;
         }
@@ -98,7 +127,7 @@ fn attend_portable(
     softmax_rows(scores, ctx);
     out.fill(0.0);
     for t in 0..ctx {
-        widen(&kv.values[t * kv.stride..], row);
+        widen(&kv.values[kv.offset(t)..], row);
         for (g, o) in out.chunks_exact_mut(hd).enumerate() {
             ops::axpy_inline(scores[g * ctx + t], row, o);
         }
@@ -154,7 +183,7 @@ unsafe fn attend_f16c(
     // and `q`, `out` and `scores` have the lengths stated above.
     unsafe {
         for t in 0..ctx {
-            let k = kv.keys.as_ptr().add(t * kv.stride) as *const __m128i;
+            let k = kv.keys.as_ptr().add(kv.offset(t)) as *const __m128i;
             for g in 0..group {
                 let qg = q.as_ptr().add(g * hd);
                 let mut acc = _mm256_setzero_ps();
@@ -171,7 +200,7 @@ unsafe fn attend_f16c(
         softmax_rows(&mut scores[..group * ctx], ctx);
         out.fill(0.0);
         for t in 0..ctx {
-            let v = kv.values.as_ptr().add(t * kv.stride) as *const __m128i;
+            let v = kv.values.as_ptr().add(kv.offset(t)) as *const __m128i;
             for g in 0..group {
                 let p = _mm256_set1_ps(*scores.get_unchecked(g * ctx + t));
                 let og = out.as_mut_ptr().add(g * hd);
@@ -221,12 +250,20 @@ mod tests {
 
     #[test]
     fn matches_f32_reference_for_every_head_of_a_group() {
-        for (hd, group, ctx) in [(64, 3, 37), (8, 2, 1), (12, 1, 5)] {
+        for (hd, group, ctx, bs) in [
+            (64usize, 3usize, 37usize, 16usize),
+            (8, 2, 1, 4),
+            (12, 1, 5, 2),
+            (8, 1, 9, 1),
+        ] {
             let kv_heads = 2;
             let stride = kv_heads * hd;
             let head = 1; // the second KV head: exercises the stride and offset
-            let kf = pseudo_random(ctx * stride, 1);
-            let vf = pseudo_random(ctx * stride, 2);
+                          // Blocks in reverse order, plus a spare: positions are not contiguous.
+            let n_blocks = ctx.div_ceil(bs) + 1;
+            let blocks: Vec<u32> = (0..n_blocks as u32).rev().collect();
+            let kf = pseudo_random(n_blocks * bs * stride, 1);
+            let vf = pseudo_random(n_blocks * bs * stride, 2);
             // f16-exact queries: attend_group rounds its query to f16 (as llama.cpp does).
             let q: Vec<f32> = pseudo_random(group * hd, 3)
                 .iter()
@@ -239,6 +276,8 @@ mod tests {
                 values: &vh[head * hd..],
                 stride,
                 head_dim: hd,
+                blocks: &blocks,
+                block_size: bs,
             };
             let scale = 1.0 / (hd as f32).sqrt();
             let mut out = vec![0.0; q.len()];
@@ -246,11 +285,12 @@ mod tests {
             let mut portable = vec![0.0; q.len()];
             let (mut scores, mut row) = (vec![0.0; group * ctx], vec![0.0; hd]);
             attend_portable(&q, kv, ctx, scale, &mut scores, &mut row, &mut portable);
-            // The reference sees the same f16-rounded cache.
+            // The reference sees the same f16-rounded cache, read through the table.
             let rows = |h: &[f16]| -> Vec<Vec<f32>> {
                 (0..ctx)
                     .map(|t| {
-                        h[t * stride + head * hd..t * stride + (head + 1) * hd]
+                        let r = blocks[t / bs] as usize * bs + t % bs;
+                        h[r * stride + head * hd..r * stride + (head + 1) * hd]
                             .iter()
                             .map(|v| v.to_f32())
                             .collect()

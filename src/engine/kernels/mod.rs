@@ -24,6 +24,8 @@ mod x86_avx512;
 
 use std::sync::OnceLock;
 
+use candle_core::quantized::GgmlDType;
+
 pub use blocks::{quantize_row_q8_1, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
 use packed::{Q4_1Tile, Q8_0Scales, Q8_0Tile};
 
@@ -51,6 +53,8 @@ pub enum KernelError {
     PoolBuild(String),
     #[error("this CPU does not support the {0} kernels")]
     Unsupported(&'static str),
+    #[error("no native kernel for GGUF type {0}")]
+    NoKernel(String),
 }
 
 /// A SIMD code path.
@@ -140,6 +144,26 @@ fn check_blocks(
 }
 
 impl QMatrix {
+    /// Builds a matrix from a GGUF tensor's type and bytes, keeping its
+    /// quantization; [`KernelError::NoKernel`] for a type without a native path.
+    pub fn from_gguf(
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<Self, KernelError> {
+        match dtype {
+            GgmlDType::Q4_1 => Self::from_q4_1_bytes(rows, cols, bytes),
+            GgmlDType::Q8_0 => Self::from_q8_0_bytes(rows, cols, bytes),
+            other => Err(KernelError::NoKernel(format!("{other:?}").to_uppercase())),
+        }
+    }
+
+    /// Whether [`Self::from_gguf`] keeps `dtype` quantized.
+    pub fn has_kernel(dtype: GgmlDType) -> bool {
+        matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q8_0)
+    }
+
     /// Builds a Q4_1 matrix from its GGUF tensor bytes.
     pub fn from_q4_1_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Result<Self, KernelError> {
         check_blocks("q4_1", rows, cols, BlockQ4_1::BYTES, bytes.len())?;
@@ -275,6 +299,14 @@ impl QMatrix {
             Weights::Q4_1(_) => "q4_1",
             Weights::Q8_0 { .. } => "q8_0",
             Weights::F32(_) => "f32",
+        }
+    }
+
+    /// The kernel that computes this matrix on this CPU, e.g. `q4_1 avx512vnni`.
+    pub fn kernel_name(&self) -> String {
+        match self.weights {
+            Weights::F32(_) => "f32 (dequantized)".to_owned(),
+            _ => format!("{} {}", self.format(), simd_level()),
         }
     }
 

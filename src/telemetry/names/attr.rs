@@ -34,6 +34,12 @@ pub const PROMPT_TOKENS: &str = "candlelight.prompt.tokens";
 pub const DROPPED_STEP_LINKS: &str = "candlelight.links.dropped";
 /// `busy` | `iowait`.
 pub const CPU_MODE: &str = "cpu.mode";
+/// `candlelight.cache_config.info`: KV block size in tokens.
+pub const KV_BLOCK_SIZE: &str = "candlelight.kv.block_size";
+/// `candlelight.cache_config.info`: blocks in the KV pool.
+pub const KV_BLOCKS: &str = "candlelight.kv.blocks";
+/// Prefill span: prompt tokens whose KV came from the prefix cache.
+pub const PROMPT_CACHED_TOKENS: &str = "candlelight.prompt.cached_tokens";
 /// `used`.
 pub const SYSTEM_MEMORY_STATE: &str = "system.memory.state";
 /// `gpu0`, `gpu1`, ...
@@ -49,6 +55,7 @@ pub const SIGNAL_SPANS: &str = "spans";
 pub const SIGNAL_METRICS: &str = "metrics";
 pub const CPU_BUSY: &str = "busy";
 pub const CPU_IOWAIT: &str = "iowait";
+pub const CPU_STEAL: &str = "steal";
 pub const MEMORY_USED: &str = "used";
 /// `error.type` of a request whose client went away.
 pub const ERROR_CANCELLED: &str = "cancelled";

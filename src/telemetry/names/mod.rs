@@ -310,8 +310,48 @@ pub const KV_CACHE_USAGE: MetricDef = scalar(
     "candlelight.kv_cache.usage",
     "By",
     Group::Engine,
-    "KV cache bytes held by running sequences.",
+    "KV cache bytes reserved by running sequences (held, or promised to them); excludes the evictable prefix cache.",
     &[],
+);
+pub const KV_CACHE_UTILIZATION: MetricDef = scalar(
+    Kind::Gauge,
+    "candlelight.kv_cache.utilization",
+    "1",
+    Group::Engine,
+    "Reserved KV cache as a fraction of capacity (0..1); the inference gateway's KV signal.",
+    &[],
+);
+pub const KV_CACHE_CACHED: MetricDef = scalar(
+    Kind::Gauge,
+    "candlelight.kv_cache.cached",
+    "By",
+    Group::Engine,
+    "KV cache bytes holding evictable prefixes of finished requests (the prefix cache).",
+    &[],
+);
+pub const PREFIX_CACHE_QUERIES: MetricDef = scalar(
+    Kind::Counter,
+    "candlelight.prefix_cache.queries",
+    "{token}",
+    Group::Engine,
+    "Prompt tokens looked up in the prefix cache at admission.",
+    &[],
+);
+pub const PREFIX_CACHE_HITS: MetricDef = scalar(
+    Kind::Counter,
+    "candlelight.prefix_cache.hits",
+    "{token}",
+    Group::Engine,
+    "Prompt tokens whose keys and values came from the prefix cache (not computed again).",
+    &[],
+);
+pub const CACHE_CONFIG_INFO: MetricDef = scalar(
+    Kind::Gauge,
+    "candlelight.cache_config.info",
+    "{info}",
+    Group::Engine,
+    "Always 1; its labels describe the paged KV cache (block size in tokens, blocks).",
+    &[KV_BLOCK_SIZE, KV_BLOCKS],
 );
 pub const KV_CACHE_CAPACITY: MetricDef = scalar(
     Kind::Gauge,
@@ -360,6 +400,14 @@ pub const REQUESTS_CANCELLED: MetricDef = scalar(
     Group::Engine,
     "Requests whose client went away before they finished.",
     &[],
+);
+pub const REQUESTS_FAILED: MetricDef = scalar(
+    Kind::Counter,
+    "candlelight.requests.failed",
+    "{request}",
+    Group::Engine,
+    "Requests the engine ended early, by error.type (shutdown, request_timeout, generation, engine_unavailable).",
+    &[ERROR_TYPE],
 );
 pub const TELEMETRY_DROPPED: MetricDef = scalar(
     Kind::Counter,
@@ -497,12 +545,18 @@ pub const ALL_METRICS: &[MetricDef] = &[
     REQUESTS_RUNNING,
     REQUESTS_WAITING,
     KV_CACHE_USAGE,
+    KV_CACHE_UTILIZATION,
+    KV_CACHE_CACHED,
     KV_CACHE_CAPACITY,
+    PREFIX_CACHE_QUERIES,
+    PREFIX_CACHE_HITS,
+    CACHE_CONFIG_INFO,
     TOKENS_PROMPT,
     TOKENS_GENERATED,
     REQUESTS_FINISHED,
     REQUESTS_REJECTED,
     REQUESTS_CANCELLED,
+    REQUESTS_FAILED,
     TELEMETRY_DROPPED,
     PROCESS_CPU_UTILIZATION,
     PROCESS_MEMORY_USAGE,

@@ -7,6 +7,7 @@ pub const PREFILL: &str = "prefill";
 pub const DECODE: &str = "decode";
 pub const STEP_PREFILL: &str = "engine.step prefill";
 pub const STEP_DECODE: &str = "engine.step decode";
+pub const STEP_MIXED: &str = "engine.step mixed";
 /// Event on the `decode` span at the first generated token.
 pub const EVENT_FIRST_TOKEN: &str = "first_token";
 /// Response header carrying the server span's trace id (32 hex digits).
