@@ -275,6 +275,7 @@ fn dashboard_panels_target_provisioned_datasources() {
         set(&[
             "candlelight-prometheus",
             "candlelight-tempo",
+            "candlelight-jaeger",
             "candlelight-postgres"
         ])
     );

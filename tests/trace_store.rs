@@ -1,0 +1,89 @@
+//! End to end into a real trace store: the server on the real model exports
+//! OTLP to the project's collector, which forwards traces to Jaeger (in
+//! memory, built by `scripts/build-jaeger.sh`). A request's trace id, as an
+//! operator gets it (the `x-trace-id` response header), is looked up through
+//! Jaeger's query API, and the span tree is checked: request → tokenize, queue,
+//! prefill, decode, and the linked `engine.step` spans linking back.
+//!
+//! Skips only when Jaeger is not built and `CANDLELIGHT_REQUIRE_JAEGER` is
+//! unset; `scripts/test.sh` builds it and sets the variable.
+
+mod common;
+#[path = "telemetry_e2e/support.rs"]
+#[allow(dead_code)]
+mod e2e;
+#[path = "trace_store/jaeger.rs"]
+mod jaeger;
+#[path = "trace_store/tree.rs"]
+mod tree;
+
+use anyhow::ensure;
+use candlelight::telemetry::names::span;
+use e2e::Service;
+use jaeger::Jaeger;
+use serde_json::json;
+
+#[test]
+fn a_request_trace_is_found_in_jaeger_with_its_span_tree() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let Some(jaeger) = Jaeger::start(&dir.path().join("jaeger"))? else {
+        return Ok(());
+    };
+    let collector = Service::start(
+        "collector.sh",
+        "start",
+        &dir.path().join("collector"),
+        &["--tempo", &jaeger.otlp_grpc()?],
+    )?;
+    // Spans leave the server every 200 ms.
+    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "200");
+    let endpoint = format!("http://127.0.0.1:{}", collector.get("grpc")?);
+    let server = common::server_with(&[
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-protocol",
+        "grpc",
+        "--metric-export-interval-ms",
+        "1000",
+        "--max-batch-size",
+        "4",
+    ]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let trace_ids = concurrent_requests(&server.base).await?;
+        for (i, trace_id) in trace_ids.iter().enumerate() {
+            let tree = tree::check_request_tree(&jaeger, trace_id).await?;
+            if i == 0 {
+                eprintln!("{}", tree::render(&tree));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Three requests at once, so they share engine steps; their trace ids as the
+/// responses report them.
+async fn concurrent_requests(base: &str) -> anyhow::Result<Vec<String>> {
+    let client = reqwest::Client::new();
+    let one = |i: usize| {
+        let body = json!({"inputs": format!("Count to {i}:"), "parameters": {"max_new_tokens": 8, "ignore_eos": true}});
+        client.post(format!("{base}/generate")).json(&body).send()
+    };
+    let mut ids = Vec::new();
+    for r in futures::future::join_all((0..3).map(one)).await {
+        let r = r?;
+        ensure!(r.status() == 200, "generate: {}", r.status());
+        let id = e2e::trace_header(&r);
+        ensure!(
+            id.len() == 32,
+            "{} carries the trace id: {id:?}",
+            span::TRACE_ID_HEADER
+        );
+        r.bytes().await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
