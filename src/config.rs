@@ -25,7 +25,27 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve a GGUF model over HTTP (TGI and OpenAI APIs).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
+    /// Name the bottleneck of a running deployment from its Prometheus.
+    Diagnose(DiagnoseArgs),
+}
+
+/// `candlelight diagnose`: read a window of metrics from Prometheus and say
+/// what limits the deployment, per replica.
+#[derive(Debug, Clone, Args)]
+pub struct DiagnoseArgs {
+    /// Prometheus base URL, e.g. http://localhost:9090.
+    #[arg(long)]
+    pub prometheus: String,
+    /// How far back to look.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub window: Duration,
+    /// Resolution of the range queries.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub step: Duration,
+    /// Print the diagnosis as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -85,7 +105,49 @@ pub struct ServeConfig {
     #[arg(long, env = "CANDLELIGHT_THREADS")]
     pub threads: Option<usize>,
     #[command(flatten)]
+    pub access: AccessArgs,
+    #[command(flatten)]
+    pub limits: ConnectionArgs,
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// Who may call the server.
+#[derive(Debug, Clone, Args)]
+pub struct AccessArgs {
+    /// Require `Authorization: Bearer <KEY>` on every route but /health and
+    /// /live (and /metrics and /info unless --protect-metrics).
+    #[arg(long, env = "CANDLELIGHT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// With --api-key, also require the key on /metrics and /info.
+    #[arg(long)]
+    pub protect_metrics: bool,
+    /// Allow cross-origin browser requests from ORIGIN (repeatable; `*` for
+    /// any). CORS is off without it.
+    #[arg(long = "cors-allow-origin", value_name = "ORIGIN")]
+    pub cors_allow_origin: Vec<String>,
+}
+
+/// Connection limits, timeouts and shutdown.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Open connections served at once; beyond it, requests get 503
+    /// (/live and /health are still answered).
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's body.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+    /// Wall-clock limit per request, from its arrival (e.g. `120s`); off by default.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub request_timeout: Option<Duration>,
+    /// On SIGTERM/SIGINT, how long running requests may take to finish before
+    /// they are ended (a second signal exits at once).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 /// Telemetry flags. The standard `OTEL_*` variables work too; flags win.
@@ -193,7 +255,8 @@ impl ServeConfig {
                 .chain(args.into_iter().map(Into::into)),
         );
         match cli.command {
-            Command::Serve(c) => c,
+            Command::Serve(c) => *c,
+            Command::Diagnose(_) => unreachable!("invariant: the arguments start with `serve`"),
         }
     }
 }

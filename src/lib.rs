@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+pub mod diagnose;
 pub mod engine;
 pub mod server;
 pub mod telemetry;

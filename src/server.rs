@@ -1,15 +1,29 @@
-//! Wiring: telemetry, model loading, the engine thread and the HTTP server.
+//! Wiring: telemetry, model loading, the engine thread, the HTTP server and
+//! its shutdown.
+//!
+//! Connections are accepted here rather than by `axum::serve`, for what it
+//! does not offer: a cap on open connections (beyond it, a connection gets a
+//! router that still answers `/live` and `/health` and turns everything else
+//! away with 503), a deadline for request headers, and a graceful drain.
 
-use std::future::{Future, IntoFuture};
+mod connections;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::api::chat::ChatTemplate;
 use crate::api::{self, AppState};
 use crate::config::{Cli, Command, ServeConfig};
-use crate::engine::{Engine, LoadOptions, LoadedModel};
+use crate::engine::{Engine, FailureKind, LoadOptions, LoadedModel};
 use crate::telemetry::{Telemetry, TelemetryConfig};
+
+/// After the grace period ends streams, how long they get to write their
+/// last event before connections close.
+const FINAL_EVENTS: Duration = Duration::from_secs(2);
 
 /// Entry point of the `candlelight` binary.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -20,8 +34,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
-            serve(config, listener, shutdown_signal()).await
+            serve(*config, listener, shutdown_signal()).await
         }
+        Command::Diagnose(args) => crate::diagnose::run(args).await,
     }
 }
 
@@ -36,21 +51,21 @@ fn check_model_file(config: &ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves on `listener` until `shutdown` resolves. The model loads in the
-/// background; `/health` answers 503 until it is ready.
+/// Serves on `listener` until `shutdown` resolves, then drains: readiness
+/// fails, new requests get 503, running ones get `--shutdown-grace` to finish,
+/// the rest are ended with a `shutdown` error, telemetry is flushed.
 pub async fn serve(
     config: ServeConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     check_model_file(&config)?;
-    let model_name = config.model_name();
     let telemetry = if config.telemetry.no_telemetry {
         Telemetry::disabled()
     } else {
         Telemetry::init(
             &telemetry_config(&config),
-            &model_name,
+            &config.model_name(),
             config.max_batch_size,
         )
         .context("starting telemetry")?
@@ -58,32 +73,72 @@ pub async fn serve(
     // Logs go to stderr and, through tracing-opentelemetry, to the same tracer.
     // A second server in one process (tests) keeps the first subscriber.
     let _ = telemetry.init_logging();
-    let state = AppState::new(config.clone(), model_name, telemetry.clone());
-
+    let state = AppState::new(config.clone(), config.model_name(), telemetry.clone());
     let loader = {
-        let state = state.clone();
-        let telemetry = telemetry.clone();
+        let (config, state, telemetry) = (config.clone(), state.clone(), telemetry.clone());
         tokio::task::spawn_blocking(move || load_engine(&config, &state, &telemetry))
     };
-
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
-    let app = api::router(state);
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .into_future();
-    tokio::pin!(server);
-    // Serve while the model loads; a failed load stops the server.
-    let result = tokio::select! {
-        served = &mut server => served.context("HTTP server failed"),
-        loaded = loader => match loaded {
-            Ok(Ok(())) => server.await.context("HTTP server failed"),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(anyhow::anyhow!("model loader panicked: {e}")),
-        },
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let (stop, stopped) = watch::channel(false);
+    let server = tokio::spawn(connections::accept(
+        listener,
+        api::router(state.clone()),
+        api::overflow_router(state.clone()),
+        config.limits.clone(),
+        stopped,
+    ));
+    // Serve while the model loads; a failed load stops the server, and so
+    // does a signal, loaded or not.
+    tokio::pin!(shutdown);
+    let loaded = tokio::select! {
+        loaded = loader => Some(loaded),
+        _ = &mut shutdown => None,
     };
+    let result = match loaded {
+        None => Ok(()),
+        Some(Ok(Ok(()))) => {
+            shutdown.await;
+            Ok(())
+        }
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(e)) => Err(anyhow::anyhow!("model loader panicked: {e}")),
+    };
+    drain(&state, config.limits.shutdown_grace).await;
+    let _ = stop.send(true);
+    let _ = server.await;
     telemetry.shutdown().await;
     result
+}
+
+/// Stops admitting work and lets running requests finish within `grace`;
+/// then ends what is left with a `shutdown` error.
+async fn drain(state: &AppState, grace: Duration) {
+    state.start_draining();
+    let Some(engine) = state.loaded_engine() else {
+        return;
+    };
+    let left = wait_idle(engine, Instant::now() + grace).await;
+    if left > 0 {
+        tracing::warn!(
+            requests = left,
+            ?grace,
+            "shutdown grace over: ending requests"
+        );
+        engine.abort_all(FailureKind::Shutdown);
+        wait_idle(engine, Instant::now() + FINAL_EVENTS).await;
+    }
+    tracing::info!("drained");
+}
+
+/// Waits until nothing is queued or running, or `deadline`; returns what is left.
+async fn wait_idle(engine: &Engine, deadline: Instant) -> usize {
+    loop {
+        let left = engine.in_flight();
+        if left == 0 || Instant::now() >= deadline || !engine.is_alive() {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Loads the model, starts the engine and makes `state` ready.
@@ -154,7 +209,18 @@ fn telemetry_config(config: &ServeConfig) -> TelemetryConfig {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
+pub async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining (send the signal again to exit at once)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -173,5 +239,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutting down");
 }

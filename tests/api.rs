@@ -235,7 +235,7 @@ async fn a_client_that_disconnects_frees_its_sequence() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let i = info().await;
-        if i["running_requests"] == 0 && i["kv_cache_used_bytes"] == 0 {
+        if i["running_requests"] == 0 && i["kv_cache_reserved_bytes"] == 0 {
             break;
         }
         assert!(

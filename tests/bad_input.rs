@@ -295,5 +295,5 @@ async fn bad_requests_get_json_errors_naming_the_field_and_the_server_keeps_serv
         .await
         .expect("JSON");
     assert_eq!(info["running_requests"], 0);
-    assert_eq!(info["kv_cache_used_bytes"], 0);
+    assert_eq!(info["kv_cache_reserved_bytes"], 0);
 }

@@ -284,6 +284,8 @@ fn the_engine_refuses_an_empty_prompt_and_keeps_serving() {
             max_new_tokens: 3,
             stop_sequences: vec![],
             ignore_eos: true,
+            min_new_tokens: 0,
+            stop_token_ids: Vec::new(),
             deadline: None,
         };
         let span = std::sync::Arc::new(());

@@ -106,7 +106,11 @@ fn collector_distribution_has_exactly_the_components_the_configs_use() {
             .collect()
     };
     assert_eq!(names("receivers"), set(&["otlp"]));
-    assert_eq!(names("processors"), set(&["batch", "memory_limiter"]));
+    // k8s_attributes and resource serve the Helm chart's collector agent.
+    assert_eq!(
+        names("processors"),
+        set(&["batch", "k8s_attributes", "memory_limiter", "resource"])
+    );
     // `otlp` is the deprecated alias of `otlp_grpc` in release 0.161.0; `file`
     // is for collector/trace-backend.yaml.
     let exporters = names("exporters");

@@ -477,7 +477,7 @@ async fn collector_outage_does_not_stop_serving(
 
 /// The OTLP/HTTP transport works too (the server run above used gRPC).
 async fn http_protobuf_exports_too(collector: &Service, spans: &SpanFile) -> anyhow::Result<()> {
-    use candlelight::telemetry::{RequestInfo, Telemetry, TelemetryConfig};
+    use candlelight::telemetry::{Telemetry, TelemetryConfig};
     let cfg = TelemetryConfig {
         otlp_endpoint: Some(format!("http://127.0.0.1:{}", collector.get("http")?)),
         otlp_protocol: Some("http/protobuf".into()),
@@ -488,16 +488,8 @@ async fn http_protobuf_exports_too(collector: &Service, spans: &SpanFile) -> any
     let mut headers = axum::http::HeaderMap::new();
     headers.insert("traceparent", traceparent(T_HTTP_PROTOBUF).parse()?);
     let parent = candlelight::telemetry::http::extract_parent(&headers);
-    let info = RequestInfo {
-        operation: "chat",
-        max_tokens: 1,
-        temperature: None,
-        top_p: None,
-        top_k: None,
-        stream: false,
-    };
     telemetry
-        .start_request(Some(&parent), info)
+        .start_request(Some(&parent), "chat")
         .fail("validation");
     telemetry.shutdown().await; // flushes
     eventually(

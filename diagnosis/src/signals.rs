@@ -199,6 +199,10 @@ pub struct HostSignals {
     pub steal: Option<Series>,
     /// `process_memory_usage_bytes` (RSS).
     pub process_rss: Option<Series>,
+    /// `candlelight_kv_cache_resident_bytes`: the KV pool's high-water mark.
+    /// It grows with peak use and stays (blocks are reused, not returned), so
+    /// the memory rule judges RSS minus this.
+    pub kv_cache_resident: Option<Series>,
     /// `system_memory_limit_bytes`.
     pub memory_limit: Option<f64>,
 }

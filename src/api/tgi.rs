@@ -1,6 +1,7 @@
 //! text-generation-inference's API: `/generate`, `/generate_stream`, `/tokenize`.
 
 use std::convert::Infallible;
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -8,28 +9,21 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::engine::{GenerationEvent, Token};
+use crate::telemetry::RequestTelemetry;
 
-use super::dispatch::{collect, dispatch, DispatchArgs, Dispatched, Operation, Prompt};
-use super::error::{ApiError, Flavor};
-use super::json::{JsonBody, WireRequest};
+use super::error::{ApiError, ErrorKind, Flavor};
+use super::fields;
+use super::generation::{collect, engine_gone, submit, Generation, Operation, Prompt, Submitted};
+use super::json::{self, Body};
 use super::validation::{RawParams, TGI_FIELDS};
 use super::AppState;
 
+const F: Flavor = Flavor::Tgi;
 /// TGI's default when `max_new_tokens` is absent.
 const DEFAULT_MAX_NEW_TOKENS: u32 = 100;
-
-#[derive(Debug, Deserialize)]
-pub struct GenerateRequest {
-    pub inputs: String,
-    #[serde(default)]
-    pub parameters: GenerateParameters,
-}
-
-impl WireRequest for GenerateRequest {
-    const FLAVOR: Flavor = Flavor::Tgi;
-}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct GenerateParameters {
@@ -38,6 +32,7 @@ pub struct GenerateParameters {
     pub top_k: Option<u32>,
     pub top_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
     pub seed: Option<u64>,
     #[serde(default)]
     pub stop: Vec<String>,
@@ -46,10 +41,11 @@ pub struct GenerateParameters {
     pub do_sample: Option<bool>,
     #[serde(default)]
     pub ignore_eos: bool,
-    #[serde(default)]
     pub top_n_tokens: Option<u32>,
     #[serde(default)]
     pub return_full_text: bool,
+    /// Keep only the prompt's last `truncate` tokens.
+    pub truncate: Option<usize>,
 }
 
 impl GenerateParameters {
@@ -60,13 +56,59 @@ impl GenerateParameters {
             top_k: self.top_k,
             top_p: self.top_p,
             repetition_penalty: self.repetition_penalty,
+            frequency_penalty: self.frequency_penalty,
             seed: self.seed,
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
             top_n_tokens: self.top_n_tokens.unwrap_or(0),
             do_sample: self.do_sample,
+            ..Default::default()
         }
     }
+}
+
+/// A TGI request: `inputs` and `parameters`, every field checked.
+struct GenerateRequest {
+    inputs: String,
+    parameters: GenerateParameters,
+}
+
+fn parse(body: Body) -> Result<GenerateRequest, ApiError> {
+    let map = json::object(F, body, &[fields::TGI])?;
+    let inputs: String = match map.get("inputs") {
+        None => {
+            return Err(ApiError::about(
+                F,
+                ErrorKind::Schema,
+                "inputs",
+                "missing field `inputs`",
+            ))
+        }
+        Some(v) => json::parse(F, "inputs", v.clone())?,
+    };
+    let parameters = match map.get("parameters") {
+        None | Some(Value::Null) => GenerateParameters::default(),
+        Some(Value::Object(p)) => {
+            fields::check(F, "parameters.", p, &[fields::TGI_PARAMETERS])?;
+            json::parse(F, "parameters.", Value::Object(p.clone()))?
+        }
+        Some(_) => {
+            return Err(ApiError::about(
+                F,
+                ErrorKind::Schema,
+                "parameters",
+                "expected an object",
+            ))
+        }
+    };
+    if parameters.truncate == Some(0) {
+        return Err(ApiError::field(
+            F,
+            "parameters.truncate",
+            "must be at least 1",
+        ));
+    }
+    Ok(GenerateRequest { inputs, parameters })
 }
 
 #[derive(Debug, Serialize)]
@@ -119,55 +161,77 @@ pub struct GenerateResponse {
     pub details: Option<Details>,
 }
 
-fn args(
-    req: &GenerateRequest,
+/// Parses and submits a TGI request with telemetry started as it arrived.
+fn start(
+    app: &AppState,
+    tel: &RequestTelemetry,
+    body: Body,
     stream: bool,
-    parent: Option<opentelemetry::Context>,
-) -> DispatchArgs<'static> {
-    DispatchArgs {
-        operation: Operation::TextCompletion,
+) -> Result<(GenerateRequest, Submitted), ApiError> {
+    let arrived = Instant::now();
+    let req = parse(body)?;
+    let g = Generation {
         prompt: Prompt::Text(req.inputs.clone()),
         params: req.parameters.raw(),
         names: &TGI_FIELDS,
-        flavor: Flavor::Tgi,
         default_max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
         stream,
-        parent,
-    }
+        truncate: req.parameters.truncate,
+    };
+    let s = submit(app, tel, g, arrived)?;
+    Ok((req, s))
 }
 
 /// `POST /generate`
 pub async fn generate(
     State(app): State<AppState>,
     parent: Option<Extension<opentelemetry::Context>>,
-    JsonBody(req): JsonBody<GenerateRequest>,
-) -> Result<Json<GenerateResponse>, ApiError> {
-    let parent = parent.map(|p| p.0);
-    let d = dispatch(&app, args(&req, false, parent))?;
-    let input_length = d.prompt_tokens;
-    let seed = d.seed;
-    let c = collect(d).await.map_err(|e| e.flavor(Flavor::Tgi))?;
-    let mut generated_text = c.text;
-    if req.parameters.return_full_text {
-        generated_text.insert_str(0, &req.inputs);
+    body: Body,
+) -> Response {
+    let tel = app.telemetry().start_request(
+        parent.as_ref().map(|p| &p.0),
+        Operation::TextCompletion.as_str(),
+    );
+    match generate_inner(&app, &tel, body).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => {
+            tel.fail(e.kind.as_str());
+            e.into_response()
+        }
     }
-    let details = req.parameters.details.then(|| Details {
+}
+
+async fn generate_inner(
+    app: &AppState,
+    tel: &RequestTelemetry,
+    body: Body,
+) -> Result<GenerateResponse, ApiError> {
+    let (req, s) = start(app, tel, body, false)?;
+    let (input_length, seed) = (s.prompt_tokens, s.seed);
+    let prompt_text = s.prompt_text.clone();
+    let c = collect(s, &TGI_FIELDS).await?;
+    let p = &req.parameters;
+    let mut generated_text = c.text;
+    if p.return_full_text {
+        generated_text.insert_str(0, prompt_text.as_deref().unwrap_or(&req.inputs));
+    }
+    let details = p.details.then(|| Details {
         finish_reason: c.finish.reason.as_str(),
         generated_tokens: c.finish.generated_tokens,
         input_length,
         seed: Some(seed),
         prefill: Vec::new(),
         tokens: c.tokens.iter().map(WireToken::from_token).collect(),
-        top_tokens: if req.parameters.top_n_tokens.unwrap_or(0) > 0 {
+        top_tokens: if p.top_n_tokens.unwrap_or(0) > 0 {
             c.tokens.iter().map(WireToken::alternatives).collect()
         } else {
             Vec::new()
         },
     });
-    Ok(Json(GenerateResponse {
+    Ok(GenerateResponse {
         generated_text,
         details,
-    }))
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -192,25 +256,33 @@ struct StreamResponse {
 pub async fn generate_stream(
     State(app): State<AppState>,
     parent: Option<Extension<opentelemetry::Context>>,
-    JsonBody(req): JsonBody<GenerateRequest>,
-) -> Result<Response, ApiError> {
-    let parent = parent.map(|p| p.0);
-    let d = dispatch(&app, args(&req, true, parent))?;
-    Ok(Sse::new(token_stream(d))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    body: Body,
+) -> Response {
+    let tel = app.telemetry().start_request(
+        parent.as_ref().map(|p| &p.0),
+        Operation::TextCompletion.as_str(),
+    );
+    match start(&app, &tel, body, true) {
+        Ok((_, s)) => Sse::new(token_stream(s))
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+        Err(e) => {
+            tel.fail(e.kind.as_str());
+            e.into_response()
+        }
+    }
 }
 
 struct StreamState {
-    d: Dispatched,
+    s: Submitted,
     index: usize,
     text: String,
     done: bool,
 }
 
-fn token_stream(d: Dispatched) -> impl Stream<Item = Result<Event, Infallible>> {
+fn token_stream(s: Submitted) -> impl Stream<Item = Result<Event, Infallible>> {
     let st = StreamState {
-        d,
+        s,
         index: 0,
         text: String::new(),
         done: false,
@@ -219,16 +291,16 @@ fn token_stream(d: Dispatched) -> impl Stream<Item = Result<Event, Infallible>> 
         if st.done {
             return None;
         }
-        let event = match st.d.events.recv().await? {
-            GenerationEvent::Token { token, finish } => {
+        let event = match st.s.events.recv().await {
+            Some(GenerationEvent::Token { token, finish }) => {
                 st.text.push_str(&token.text);
                 st.index += 1;
                 st.done = finish.is_some();
                 let details = finish.map(|f| StreamDetails {
                     finish_reason: f.reason.as_str(),
                     generated_tokens: f.generated_tokens,
-                    input_length: st.d.prompt_tokens,
-                    seed: Some(st.d.seed),
+                    input_length: st.s.prompt_tokens,
+                    seed: Some(st.s.seed),
                 });
                 json_event(&StreamResponse {
                     index: st.index,
@@ -238,16 +310,20 @@ fn token_stream(d: Dispatched) -> impl Stream<Item = Result<Event, Infallible>> 
                     details,
                 })
             }
-            GenerationEvent::Failed(f) => {
+            Some(GenerationEvent::Failed(f)) => {
                 st.done = true;
-                json_event(&serde_json::json!({"error": f.message, "error_type": "generation"}))
+                ApiError::from_failure(F, f).sse_event()
+            }
+            None => {
+                st.done = true;
+                engine_gone(F).sse_event()
             }
         };
         Some((Ok(event), st))
     })
 }
 
-pub fn json_event<T: Serialize>(body: &T) -> Event {
+fn json_event<T: Serialize>(body: &T) -> Event {
     Event::default().json_data(body).unwrap_or_default()
 }
 
@@ -256,10 +332,6 @@ pub struct TokenizeRequest {
     pub inputs: String,
     /// Parse `<|im_start|>` and other special tokens as single ids (default true).
     pub parse_special: Option<bool>,
-}
-
-impl WireRequest for TokenizeRequest {
-    const FLAVOR: Flavor = Flavor::Tgi;
 }
 
 #[derive(Debug, Serialize)]
@@ -271,13 +343,25 @@ pub struct TokenizeResponse {
 /// `POST /tokenize`
 pub async fn tokenize(
     State(app): State<AppState>,
-    JsonBody(req): JsonBody<TokenizeRequest>,
+    body: Body,
 ) -> Result<Json<TokenizeResponse>, ApiError> {
-    let engine = app.engine()?;
+    const TOKENIZE: &[fields::Field] = &[
+        fields::Field {
+            name: "inputs",
+            decision: fields::Decision::Honoured,
+        },
+        fields::Field {
+            name: "parse_special",
+            decision: fields::Decision::Honoured,
+        },
+    ];
+    let map = json::object(F, body, &[TOKENIZE])?;
+    let req: TokenizeRequest = json::parse(F, "", Value::Object(map))?;
+    let engine = app.engine(F)?;
     let tk = engine.tokenizer();
     let ids = tk
         .encode(&req.inputs, req.parse_special.unwrap_or(true))
-        .map_err(|e| ApiError::field("inputs", e))?;
+        .map_err(|e| ApiError::field(F, "inputs", e))?;
     let tokens = ids.iter().map(|&i| tk.token_text(i)).collect();
     Ok(Json(TokenizeResponse { ids, tokens }))
 }

@@ -164,6 +164,8 @@ pub enum EngineEvent<'a> {
     },
     /// The request could not be queued (HTTP 429).
     Rejected { reason: RejectReason },
+    /// The engine thread started.
+    Started(EngineFacts),
     /// Scheduler gauges, reported after every step and whenever the queue changes.
     Load(LoadReport),
     /// The prompt's lookup in the prefix cache at admission.
@@ -171,6 +173,15 @@ pub enum EngineEvent<'a> {
         queried_tokens: usize,
         hit_tokens: usize,
     },
+}
+
+/// The engine's fixed facts, reported once when its thread starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineFacts {
+    /// Compute threads the backend uses.
+    pub threads: usize,
+    pub kv_block_size: usize,
+    pub kv_blocks: usize,
 }
 
 /// Scheduler and KV gauges after a step.
@@ -182,10 +193,9 @@ pub struct LoadReport {
     pub kv_reserved_bytes: usize,
     /// Evictable prefix-cache KV.
     pub kv_cached_bytes: usize,
+    /// KV ever written (its high-water mark, resident on CPU backends).
+    pub kv_touched_bytes: usize,
     pub kv_capacity_bytes: usize,
-    /// KV pool geometry: positions per block and blocks.
-    pub kv_block_size: usize,
-    pub kv_blocks: usize,
 }
 
 /// Something that watches the engine. Called on the engine thread: keep it cheap

@@ -93,6 +93,9 @@ pub struct KvUsage {
     pub cached: usize,
     /// Blocks with data (referenced by a sequence); `reserved - in_use` is promised room.
     pub in_use: usize,
+    /// Blocks ever written (the high-water mark): freed blocks are reused
+    /// first, so this is the part of the pool that is resident in memory.
+    pub touched: usize,
 }
 
 /// A cached block's identity: its hash, its parent's hash and its tokens, so a
@@ -120,6 +123,7 @@ pub struct KvBlocks {
     /// Sum over sequences of `pending`.
     pending: usize,
     in_use: usize,
+    touched: usize,
 }
 
 /// Hash of a block given its parent's hash (0 for the first block).
@@ -146,6 +150,7 @@ impl KvBlocks {
             clock: 0,
             pending: 0,
             in_use: 0,
+            touched: 0,
         }
     }
 
@@ -168,6 +173,7 @@ impl KvBlocks {
             reserved: self.in_use + self.pending,
             cached: self.lru.len(),
             in_use: self.in_use,
+            touched: self.touched,
         }
     }
 
@@ -264,6 +270,7 @@ impl KvBlocks {
             };
             self.refs[id as usize] = 1;
             self.in_use += 1;
+            self.touched = self.touched.max(id as usize + 1);
             seq.table.push(id);
         }
         seq.pending -= more;

@@ -276,7 +276,7 @@ impl Engine {
             queued_at: Instant::now(),
             slot,
         };
-        if s.inbox.send(Control::Submit(sub)).is_err() {
+        if s.inbox.send(Control::Submit(Box::new(sub))).is_err() {
             return Err(self.reject(RejectReason::EngineDead, SubmitError::EngineDead));
         }
         Ok((id, rx))

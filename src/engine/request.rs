@@ -15,6 +15,10 @@ pub struct StoppingCriteria {
     pub stop_sequences: Vec<String>,
     /// Keep generating past the end-of-sequence token (exact lengths for load tests).
     pub ignore_eos: bool,
+    /// End-of-sequence is not allowed before this many tokens.
+    pub min_new_tokens: usize,
+    /// Generation ends when one of these tokens is sampled (it is not returned).
+    pub stop_token_ids: Vec<u32>,
     /// Wall-clock limit: past it the request ends (`FinishReason::Timeout`, or
     /// [`FailureKind::Timeout`] if it never started).
     pub deadline: Option<Instant>,

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::backend::{Backend, BackendError, LogitsFor, SeqChunk};
-use super::events::{EngineEvent, EngineObserver, FinishReason, LoadReport, StepKind, StepMember};
+use super::events::{
+    EngineEvent, EngineFacts, EngineObserver, FinishReason, LoadReport, StepKind, StepMember,
+};
 use super::kv::{KvBlocks, KvConfig};
 use super::request::{Failure, FailureKind, GenerationEvent};
 use super::scheduler::{Scheduler, SchedulerLimits, Start};
@@ -25,7 +27,8 @@ use super::tokenizer::Tokenizer;
 
 /// What the engine handle sends the engine thread.
 pub enum Control {
-    Submit(Submission),
+    /// Boxed: submissions are large and the channel holds many.
+    Submit(Box<Submission>),
     /// End every request now (the shutdown grace period is over).
     AbortAll(FailureKind),
 }
@@ -148,6 +151,12 @@ impl Runner {
     /// panics: then every request gets [`FailureKind::EngineDead`] and the
     /// handle refuses new ones.
     pub fn run(mut self, inbox: Receiver<Control>) {
+        self.observer.on_event(&EngineEvent::Started(EngineFacts {
+            threads: self.backend.info().threads,
+            kv_block_size: self.kv.block_size(),
+            kv_blocks: self.kv.usage().capacity,
+        }));
+        self.report_load();
         let mut open = true;
         loop {
             if self.is_idle() {
@@ -181,7 +190,7 @@ impl Runner {
 
     fn handle(&mut self, msg: Control) {
         match msg {
-            Control::Submit(sub) => self.enqueue(sub),
+            Control::Submit(sub) => self.enqueue(*sub),
             Control::AbortAll(kind) => self.abort_all(kind),
         }
     }
@@ -353,7 +362,7 @@ impl Runner {
             tracing::error!(error = %e, "forward pass failed");
             for m in &members {
                 let s = &mut self.running[m.index];
-                s.send(GenerationEvent::Failed(Failure {
+                s.send_at_retire(GenerationEvent::Failed(Failure {
                     kind: FailureKind::Engine,
                     message: e.to_string(),
                 }));
@@ -433,21 +442,29 @@ impl Runner {
         }
     }
 
-    /// Removes sequences that finished or failed; frees or caches their blocks.
+    /// Removes sequences that finished or failed; frees or caches their
+    /// blocks, updates the gauges, and only then sends their last event: a
+    /// client that has its answer sees the engine without its sequence.
     fn retire(&mut self) {
-        let mut i = 0;
-        while i < self.running.len() {
-            if !self.running[i].is_done() {
-                i += 1;
-                continue;
-            }
-            let mut s = self.running.remove(i);
+        if !self.running.iter().any(Sequence::is_done) {
+            return;
+        }
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(Sequence::is_done);
+        self.running = running;
+        let mut done = done;
+        for s in &mut done {
             self.kv.release(s.take_blocks());
             if self.faults.leak_bytes_per_request > 0 {
                 // Written, so the pages are resident like a real leak's.
                 self.leaked
                     .push(vec![0xA5; self.faults.leak_bytes_per_request]);
             }
+        }
+        self.report_load();
+        for s in &mut done {
+            s.send_last();
         }
     }
 
@@ -471,9 +488,8 @@ impl Runner {
             waiting: self.sched.waiting(),
             kv_reserved_bytes: usage.reserved * self.kv_bytes_per_block,
             kv_cached_bytes: usage.cached * self.kv_bytes_per_block,
+            kv_touched_bytes: usage.touched * self.kv_bytes_per_block,
             kv_capacity_bytes: usage.capacity * self.kv_bytes_per_block,
-            kv_block_size: self.kv.block_size(),
-            kv_blocks: usage.capacity,
         };
         self.stats.running.store(report.running, Ordering::Relaxed);
         self.stats
@@ -529,12 +545,17 @@ fn sample_one(
         });
         finish
     });
-    s.send(GenerationEvent::Token { token, finish });
+    let event = GenerationEvent::Token { token, finish };
+    if s.is_done() {
+        s.send_at_retire(event);
+    } else {
+        s.send(event);
+    }
 }
 
 /// Ends `s` with a failure the client is told about.
 fn fail(s: &mut Sequence, kind: FailureKind, observer: &dyn EngineObserver, at: Instant) {
-    s.send(GenerationEvent::Failed(Failure {
+    s.send_at_retire(GenerationEvent::Failed(Failure {
         kind,
         message: failure_message(kind).to_owned(),
     }));

@@ -46,6 +46,8 @@ pub struct Sequence {
     last_token_at: Option<Instant>,
     /// Finished or failed; leaves the batch before the next step.
     done: bool,
+    /// Its last event, sent once it has left the batch.
+    last: Option<GenerationEvent>,
     text: TextReleaser,
 }
 
@@ -81,6 +83,7 @@ impl Sequence {
             first_token_at: None,
             last_token_at: None,
             done: false,
+            last: None,
         }
     }
 
@@ -199,6 +202,17 @@ impl Sequence {
         let _ = self.reply.send(event);
     }
 
+    /// Keeps its last event until it has left the batch ([`Self::send_last`]).
+    pub fn send_at_retire(&mut self, event: GenerationEvent) {
+        self.last = Some(event);
+    }
+
+    pub fn send_last(&mut self) {
+        if let Some(event) = self.last.take() {
+            self.send(event);
+        }
+    }
+
     /// Samples from `logits`, records the token, and builds the event to send.
     /// Returns the token and, if the sequence is done, why.
     pub fn accept(
@@ -206,12 +220,20 @@ impl Sequence {
         logits: &mut [f32],
         tokenizer: &Tokenizer,
     ) -> (Token, Option<FinishReason>) {
-        let Sampled { id, logprob, top } = self.sampler.sample(logits, &self.tokens);
+        let eos = tokenizer.eos_id();
+        let early = self.generated() < self.stopping.min_new_tokens && !self.stopping.ignore_eos;
+        let banned: &[u32] = if early { &[eos] } else { &[] };
+        let Sampled { id, logprob, top } =
+            self.sampler
+                .sample(logits, &self.tokens, self.generated(), banned);
         self.tokens.push(id);
-        let is_eos = id == tokenizer.eos_id() && !self.stopping.ignore_eos;
+        let is_eos = id == eos && !self.stopping.ignore_eos;
+        let stop_token = self.stopping.stop_token_ids.contains(&id);
         let special = tokenizer.is_special(id);
         let (mut text, stopped) = if is_eos {
             (self.text.flush(), false)
+        } else if stop_token {
+            (self.text.flush(), true)
         } else {
             let piece = self.text.decoder.push(tokenizer, id);
             self.text.push(&piece)

@@ -84,6 +84,7 @@ pub struct HostMonitor {
     system_cpu: Gauge<f64>,
     memory_usage: Gauge<u64>,
     memory_limit: Gauge<u64>,
+    cores: Gauge<u64>,
 }
 
 impl HostMonitor {
@@ -101,6 +102,7 @@ impl HostMonitor {
             system_cpu: f64_gauge(meter, &names::SYSTEM_CPU_UTILIZATION),
             memory_usage: u64_gauge(meter, &names::SYSTEM_MEMORY_USAGE),
             memory_limit: u64_gauge(meter, &names::SYSTEM_MEMORY_LIMIT),
+            cores: u64_gauge(meter, &names::SYSTEM_CPU_LOGICAL_COUNT),
         })
     }
 
@@ -110,6 +112,7 @@ impl HostMonitor {
         let used = [KeyValue::new(attr::SYSTEM_MEMORY_STATE, attr::MEMORY_USED)];
         self.memory_usage.record(self.system.used_memory(), &used);
         self.memory_limit.record(self.system.total_memory(), &[]);
+        self.cores.record(self.cpus as u64, &[]);
 
         self.system.refresh_cpu_usage();
         let busy = f64::from(self.system.global_cpu_usage()) / 100.0;
@@ -233,6 +236,7 @@ mod tests {
             &names::SYSTEM_MEMORY_LIMIT,
             &names::SYSTEM_MEMORY_USAGE,
             &names::SYSTEM_CPU_UTILIZATION,
+            &names::SYSTEM_CPU_LOGICAL_COUNT,
         ] {
             let value = super::super::testing::value(&text, &m.prometheus_name(), "");
             assert!(

@@ -32,7 +32,7 @@ use super::Telemetry;
 
 /// Routes answered without a server span (still with `x-trace-id`): probes and
 /// scrapes arrive every few seconds and would bury request traces.
-pub const UNTRACED_ROUTES: &[&str] = &["/health", "/metrics"];
+pub const UNTRACED_ROUTES: &[&str] = &["/health", "/live", "/metrics"];
 
 /// The middleware function's type, named so that [`HttpLayer`] can be.
 pub type MiddlewareFn = fn(State<Telemetry>, Request, Next) -> BoxFuture<'static, Response>;

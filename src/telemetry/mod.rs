@@ -12,8 +12,9 @@
 //! let app = Router::new()./* routes */.layer(telemetry.http_layer());
 //! // in a handler (the layer always inserts a Context):
 //! //   Extension(cx): Extension<opentelemetry::Context>
-//! let req_tel = telemetry.start_request(Some(&cx), RequestInfo { operation: "chat", .. });
+//! let req_tel = telemetry.start_request(Some(&cx), "chat");   // as the request arrives
 //! req_tel.record_tokenize(t0, t1, prompt_len);
+//! req_tel.record_params(&RequestParams { max_tokens, .. });  // after validation
 //! engine.submit(.., req_tel.span_handle());   // the GenAI span ends on Finished/Cancelled
 //! // on a validation error or 429: req_tel.fail("validation")
 //! // GET /metrics: telemetry.prometheus_text()
@@ -102,12 +103,10 @@ impl Default for TelemetryConfig {
     }
 }
 
-/// What the API knows about a request when it starts handling it.
-#[derive(Debug, Clone)]
-pub struct RequestInfo {
-    /// `chat` or `text_completion` (`gen_ai.operation.name`).
-    pub operation: &'static str,
-    pub max_tokens: u32,
+/// A request's parameters once validated: `max_tokens` is the cap that applies.
+#[derive(Debug, Clone, Default)]
+pub struct RequestParams {
+    pub max_tokens: usize,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub top_k: Option<u32>,
@@ -194,7 +193,6 @@ impl Telemetry {
         });
         let observer = Arc::new(EngineTelemetry {
             shared: shared.clone(),
-            described: Default::default(),
         });
         Telemetry {
             inner: Some(Arc::new(Inner {
@@ -248,14 +246,16 @@ impl Telemetry {
     }
 
     /// Start the GenAI span `{operation} {model}` under `parent` (the HTTP span's
-    /// context from the request extensions) and the request's timers.
+    /// context from the request extensions) and the request's timers, as the
+    /// request arrives: a request refused later keeps its span and metrics.
+    /// `operation` is `chat` or `text_completion` (`gen_ai.operation.name`).
     pub fn start_request(
         &self,
         parent: Option<&opentelemetry::Context>,
-        info: RequestInfo,
+        operation: &'static str,
     ) -> RequestTelemetry {
         match self.shared() {
-            Some(shared) => RequestTelemetry::start(shared, parent, info),
+            Some(shared) => RequestTelemetry::start(shared, parent, operation),
             None => RequestTelemetry::disabled(),
         }
     }

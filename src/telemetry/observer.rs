@@ -14,7 +14,7 @@ use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
 use super::metrics::{failure_error_type, Instruments};
 use super::names::{attr, span};
 use super::traces::{Phase, RequestState, Spans};
-use super::RequestInfo;
+use super::RequestParams;
 use crate::engine::events::{
     EngineEvent, EngineObserver, FinishReason, SpanHandle, StepKind, StepMember,
 };
@@ -46,8 +46,6 @@ fn with(attrs: &[KeyValue], extra: KeyValue) -> Vec<KeyValue> {
 #[derive(Debug)]
 pub struct EngineTelemetry {
     pub shared: Arc<Shared>,
-    /// The KV geometry gauge (`candlelight.cache_config.info`) was recorded.
-    pub described: std::sync::atomic::AtomicBool,
 }
 
 impl EngineObserver for EngineTelemetry {
@@ -108,20 +106,20 @@ impl EngineObserver for EngineTelemetry {
                 m.waiting.record(load.waiting as u64, &[]);
                 m.kv_cache_usage.record(load.kv_reserved_bytes as u64, &[]);
                 m.kv_cache_cached.record(load.kv_cached_bytes as u64, &[]);
+                m.kv_cache_resident
+                    .record(load.kv_touched_bytes as u64, &[]);
                 m.kv_cache_capacity
                     .record(load.kv_capacity_bytes as u64, &[]);
                 let fill = load.kv_reserved_bytes as f64 / load.kv_capacity_bytes.max(1) as f64;
                 m.kv_cache_utilization.record(fill, &[]);
-                if !self
-                    .described
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
-                    let geometry = [
-                        KeyValue::new(attr::KV_BLOCK_SIZE, load.kv_block_size.to_string()),
-                        KeyValue::new(attr::KV_BLOCKS, load.kv_blocks.to_string()),
-                    ];
-                    m.cache_config.record(1, &geometry);
-                }
+            }
+            EngineEvent::Started(facts) => {
+                let geometry = [
+                    KeyValue::new(attr::KV_BLOCK_SIZE, facts.kv_block_size.to_string()),
+                    KeyValue::new(attr::KV_BLOCKS, facts.kv_blocks.to_string()),
+                ];
+                m.cache_config.record(1, &geometry);
+                m.compute_threads.record(facts.threads as u64, &[]);
             }
             EngineEvent::PrefixLookup {
                 queried_tokens,
@@ -357,10 +355,14 @@ fn disabled_state() -> Arc<RequestState> {
 }
 
 impl RequestTelemetry {
-    pub(crate) fn start(shared: &Arc<Shared>, parent: Option<&Context>, info: RequestInfo) -> Self {
+    pub(crate) fn start(
+        shared: &Arc<Shared>,
+        parent: Option<&Context>,
+        operation: &'static str,
+    ) -> Self {
         let started = Instant::now();
         let attrs = vec![
-            KeyValue::new(attr::GEN_AI_OPERATION_NAME, info.operation),
+            KeyValue::new(attr::GEN_AI_OPERATION_NAME, operation),
             KeyValue::new(
                 attr::GEN_AI_REQUEST_MODEL,
                 StringValue::from(shared.model.clone()),
@@ -369,7 +371,7 @@ impl RequestTelemetry {
         ];
         let cx = shared
             .spans
-            .start_request(parent, &info, &shared.model, started);
+            .start_request(parent, operation, &shared.model, started);
         RequestTelemetry {
             shared: Some(shared.clone()),
             state: Arc::new(RequestState::new(started, attrs, cx)),
@@ -393,6 +395,13 @@ impl RequestTelemetry {
         self.state.cx.as_ref()
     }
 
+    /// Record the validated parameters (`max_tokens` is the cap that applies).
+    pub fn record_params(&self, params: &RequestParams) {
+        if let (Some(shared), Some(cx)) = (&self.shared, &self.state.cx) {
+            shared.spans.record_params(cx, params);
+        }
+    }
+
     /// Record the `tokenize` child span (prompt rendering and tokenization).
     pub fn record_tokenize(&self, start: Instant, end: Instant, prompt_tokens: usize) {
         if let (Some(shared), Some(cx)) = (&self.shared, &self.state.cx) {
@@ -407,7 +416,7 @@ impl RequestTelemetry {
     /// error table (it becomes a metric label). Ends the GenAI span with error
     /// status and records `gen_ai.server.request.duration` with `error.type`.
     /// Does nothing if the engine already finished or cancelled the request.
-    pub fn fail(self, error_type: &'static str) {
+    pub fn fail(&self, error_type: &'static str) {
         let Some(shared) = &self.shared else { return };
         let s = &self.state;
         if std::mem::replace(&mut s.progress().done, true) {

@@ -12,7 +12,7 @@ use opentelemetry_sdk::trace::SpanData;
 
 use super::names::{self, attr, span, Group};
 use super::testing::{self, value, SpanStore};
-use super::{RequestInfo, Telemetry};
+use super::Telemetry;
 use crate::engine::events::{
     EngineEvent, EngineObserver, FinishReason, LoadReport, RejectReason, RequestId, SpanHandle,
     StepKind, StepMember,
@@ -22,15 +22,8 @@ const GENAI: &str = "chat SmolLM2-135M-Instruct";
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
-fn info(operation: &'static str) -> RequestInfo {
-    RequestInfo {
-        operation,
-        max_tokens: 8,
-        temperature: Some(0.5),
-        top_p: Some(0.9),
-        top_k: Some(40),
-        stream: false,
-    }
+fn info(operation: &'static str) -> &'static str {
+    operation
 }
 
 fn client_context() -> Context {
@@ -145,7 +138,11 @@ fn run_batch(
         waiting: 0,
         kv_reserved_bytes: 0,
         kv_cached_bytes: 0,
+        kv_touched_bytes: 0,
         kv_capacity_bytes: 1 << 20,
+    }));
+    obs.on_event(&EngineEvent::Started(crate::engine::events::EngineFacts {
+        threads: 2,
         kv_block_size: 16,
         kv_blocks: 64,
     }));
@@ -159,6 +156,11 @@ fn request_spans_nest_under_the_client_trace_and_link_to_steps() {
     let b = telemetry.start_request(None, info("chat"));
     let start = Instant::now();
     a.record_tokenize(start, start + Duration::from_millis(1), 7);
+    a.record_params(&crate::telemetry::RequestParams {
+        max_tokens: 8,
+        top_k: Some(40),
+        ..Default::default()
+    });
     let (ha, hb) = (a.span_handle(), b.span_handle());
     run_batch(&*telemetry.observer(), &[(1, &ha), (2, &hb)], 7, 3);
 

@@ -19,7 +19,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 
 use super::names::{attr, span};
-use super::RequestInfo;
+use super::RequestParams;
 use crate::engine::events::StepKind;
 
 /// Fixed mapping from `Instant` to `SystemTime`, captured once at startup.
@@ -128,36 +128,44 @@ impl Spans {
     pub fn start_request(
         &self,
         parent: Option<&Context>,
-        info: &RequestInfo,
+        operation: &'static str,
         model: &str,
         started: Instant,
     ) -> Option<Context> {
-        let mut attributes = vec![
-            KeyValue::new(attr::GEN_AI_OPERATION_NAME, info.operation),
+        let attributes = vec![
+            KeyValue::new(attr::GEN_AI_OPERATION_NAME, operation),
             KeyValue::new(attr::GEN_AI_PROVIDER_NAME, attr::PROVIDER),
             KeyValue::new(attr::GEN_AI_REQUEST_MODEL, model.to_string()),
-            KeyValue::new(attr::GEN_AI_REQUEST_MAX_TOKENS, i64::from(info.max_tokens)),
-            KeyValue::new(attr::GEN_AI_REQUEST_STREAM, info.stream),
         ];
-        if let Some(t) = info.temperature {
-            attributes.push(KeyValue::new(
-                attr::GEN_AI_REQUEST_TEMPERATURE,
-                f64::from(t),
-            ));
-        }
-        if let Some(p) = info.top_p {
-            attributes.push(KeyValue::new(attr::GEN_AI_REQUEST_TOP_P, f64::from(p)));
-        }
-        if let Some(k) = info.top_k {
-            attributes.push(KeyValue::new(attr::GEN_AI_REQUEST_TOP_K, f64::from(k)));
-        }
-        let builder = SpanBuilder::from_name(format!("{} {model}", info.operation))
+        let builder = SpanBuilder::from_name(format!("{operation} {model}"))
             .with_kind(SpanKind::Internal)
             .with_start_time(self.time.system(started))
             .with_attributes(attributes);
         let parent = parent.cloned().unwrap_or_default();
         let span = self.tracer.build_with_context(builder, &parent);
         span.is_recording().then(|| parent.with_span(span))
+    }
+
+    /// The request's validated parameters on its GenAI span.
+    pub fn record_params(&self, cx: &Context, p: &RequestParams) {
+        let span = cx.span();
+        span.set_attribute(KeyValue::new(
+            attr::GEN_AI_REQUEST_MAX_TOKENS,
+            p.max_tokens as i64,
+        ));
+        span.set_attribute(KeyValue::new(attr::GEN_AI_REQUEST_STREAM, p.stream));
+        if let Some(t) = p.temperature {
+            span.set_attribute(KeyValue::new(
+                attr::GEN_AI_REQUEST_TEMPERATURE,
+                f64::from(t),
+            ));
+        }
+        if let Some(t) = p.top_p {
+            span.set_attribute(KeyValue::new(attr::GEN_AI_REQUEST_TOP_P, f64::from(t)));
+        }
+        if let Some(k) = p.top_k {
+            span.set_attribute(KeyValue::new(attr::GEN_AI_REQUEST_TOP_K, f64::from(k)));
+        }
     }
 
     /// A finished child span of `parent` with real start and end times.

@@ -37,7 +37,8 @@ impl RequestTree {
 /// arrived) and checks its tree: a GenAI span (`gen_ai.operation.name` set)
 /// under the HTTP server span, with exactly one `tokenize`, `queue`, `prefill`
 /// and `decode` child; `prefill` linked to at least one `engine.step prefill`
-/// and `decode` to one `engine.step decode` per token after the first (links
+/// (or `mixed`: prompt chunks ride beside other requests' decodes) and `decode`
+/// to one `engine.step decode` (or `mixed`) per token after the first (links
 /// beyond the cap counted in `candlelight.links.dropped`); and every linked
 /// step a root span of its own trace that links back to the GenAI span.
 pub async fn check_request_tree(jaeger: &Jaeger, trace_id: &str) -> anyhow::Result<RequestTree> {
@@ -122,11 +123,15 @@ async fn linked_step(
     trace_id: &str,
     genai: &Span,
 ) -> anyhow::Result<Span> {
+    let names = [step_name, span::STEP_MIXED];
     let t = jaeger
         .trace_when(step_trace, ARRIVAL, |t| t.span(step_id).is_some())
         .await?;
     let step = t.span(step_id).context("step span")?.clone();
-    ensure!(step.name == step_name, "{step_name} expected: {step:?}");
+    ensure!(
+        names.contains(&step.name.as_str()),
+        "{names:?} expected: {step:?}"
+    );
     ensure!(step.parent.is_none(), "a step is a root span: {step:?}");
     ensure!(
         step.trace_id != trace_id,

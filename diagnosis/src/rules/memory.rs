@@ -3,10 +3,13 @@
 //! The slope is a least-squares fit over the loaded part of the window (after
 //! warm-up), so allocator steps and noise do not pass for growth: the growth
 //! must be large in bytes, steady (R²), and still held after the load ends
-//! when the series goes on that long.
+//! when the series goes on that long. Memory the server's KV pool took for a
+//! higher peak of concurrent tokens is not growth: it stays and is reused, by
+//! design, so RSS is judged net of the pool's high-water mark when known.
 
 use super::{check, remedies, Ctx, Outcome};
 use crate::finding::{Bottleneck, Evidence, Severity, Unit};
+use crate::signals::Series;
 use crate::stats::LinearFit;
 
 const MEMORY_REMEDIES: &[&str] = &[
@@ -15,15 +18,24 @@ const MEMORY_REMEDIES: &[&str] = &[
     "Until fixed: restart replicas before they reach the memory limit, and alert on CandlelightMemoryGrowing.",
 ];
 
+/// RSS minus the KV pool's resident high-water mark at each sample, when known.
+fn net_rss(cx: &Ctx) -> Option<Series> {
+    let rss = cx.s.host.process_rss.as_ref()?;
+    let Some(kv) = &cx.s.host.kv_cache_resident else {
+        return Some(rss.clone());
+    };
+    let points = rss
+        .points()
+        .iter()
+        .map(|&(t, v)| (t, v - kv.at(t).unwrap_or(0.0)))
+        .collect();
+    Series::new(points).ok()
+}
+
 /// The retained share of the growth after the load ended, if the series goes on.
-fn retained(cx: &Ctx, fit: &LinearFit, start_t: f64, grown: f64) -> Evidence {
+fn retained(cx: &Ctx, rss: &Series, fit: &LinearFit, start_t: f64, grown: f64) -> Evidence {
     let w = &cx.s.window;
-    let after =
-        cx.s.host
-            .process_rss
-            .as_ref()
-            .map(|s| s.between(w.load_end(), w.end_s))
-            .unwrap_or_default();
+    let after = rss.between(w.load_end(), w.end_s);
     match after.iter().rev().find(|p| p.0 > w.load_end()) {
         Some(&(_, last)) if grown > 0.0 => {
             let share = (last - fit.at(start_t)) / grown;
@@ -51,7 +63,7 @@ fn retained(cx: &Ctx, fit: &LinearFit, start_t: f64, grown: f64) -> Evidence {
 
 pub(super) fn memory_growth(cx: &Ctx) -> Outcome {
     let w = &cx.s.window;
-    let Some(rss) = &cx.s.host.process_rss else {
+    let Some(rss) = net_rss(cx) else {
         let note = "memory_growth: no process memory (RSS) signal";
         return Outcome::Clear(vec![cx.missing("rss_growth", Unit::Bytes, note)]);
     };
@@ -81,7 +93,7 @@ pub(super) fn memory_growth(cx: &Ctx) -> Outcome {
             MEMORY_GROWTH_MIN_R2
         ),
     ];
-    let kept = retained(cx, &fit, first.0, grown);
+    let kept = retained(cx, &rss, &fit, first.0, grown);
     let leak = ev.iter().all(Evidence::is_met) && kept.met != Some(false);
     ev.push(kept);
     ev.push(cx.info("rss_slope", fit.slope, Unit::BytesPerSecond));
@@ -195,6 +207,16 @@ mod tests {
     fn memory_given_back_after_the_load_is_no_leak() {
         expect_quiet(&with_tail(310.0), MemoryGrowth);
         expect_fires(&with_tail(398.0), MemoryGrowth);
+    }
+
+    #[test]
+    fn kv_pool_growth_to_a_higher_peak_is_not_a_leak() {
+        let mut s = growing(300.0, 400.0);
+        // The pool's touched part rose by the same 100 MiB.
+        s.host.kv_cache_resident = ramp(0.0, 100.0 * MIB);
+        expect_quiet(&s, MemoryGrowth);
+        s.host.kv_cache_resident = ramp(0.0, 20.0 * MIB);
+        expect_fires(&s, MemoryGrowth);
     }
 
     #[test]

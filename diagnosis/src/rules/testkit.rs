@@ -70,6 +70,7 @@ pub fn baseline() -> Signals {
             iowait: flat(0.0),
             steal: flat(0.0),
             process_rss: alternating(300.0 * MIB, 301.0 * MIB),
+            kv_cache_resident: None,
             memory_limit: Some(8192.0 * MIB),
         },
         gpu: GpuSignals::default(),

@@ -159,6 +159,8 @@ impl Harness {
             max_new_tokens: max_new,
             stop_sequences: Vec::new(),
             ignore_eos: true,
+            min_new_tokens: 0,
+            stop_token_ids: Vec::new(),
             deadline,
         };
         let request =

@@ -329,6 +329,14 @@ pub const KV_CACHE_CACHED: MetricDef = scalar(
     "KV cache bytes holding evictable prefixes of finished requests (the prefix cache).",
     &[],
 );
+pub const KV_CACHE_RESIDENT: MetricDef = scalar(
+    Kind::Gauge,
+    "candlelight.kv_cache.resident",
+    "By",
+    Group::Engine,
+    "KV cache memory written so far (its high-water mark): freed blocks are reused first, so RSS grows by this much with peak use, not per request.",
+    &[],
+);
 pub const PREFIX_CACHE_QUERIES: MetricDef = scalar(
     Kind::Counter,
     "candlelight.prefix_cache.queries",
@@ -359,6 +367,14 @@ pub const KV_CACHE_CAPACITY: MetricDef = scalar(
     "By",
     Group::Engine,
     "KV cache bytes the engine may use.",
+    &[],
+);
+pub const COMPUTE_THREADS: MetricDef = scalar(
+    Kind::Gauge,
+    "candlelight.compute.threads",
+    "{thread}",
+    Group::Engine,
+    "Threads the backend computes on (its share of the host's cores).",
     &[],
 );
 pub const TOKENS_PROMPT: MetricDef = scalar(
@@ -443,6 +459,14 @@ pub const SYSTEM_CPU_UTILIZATION: MetricDef = scalar(
     Group::Host,
     "System CPU time as a fraction of all cores, by cpu.mode (busy, iowait).",
     &[CPU_MODE],
+);
+pub const SYSTEM_CPU_LOGICAL_COUNT: MetricDef = scalar(
+    Kind::Gauge,
+    "system.cpu.logical.count",
+    "{cpu}",
+    Group::Host,
+    "Logical CPU cores of the host.",
+    &[],
 );
 pub const SYSTEM_MEMORY_USAGE: MetricDef = scalar(
     Kind::Gauge,
@@ -547,10 +571,12 @@ pub const ALL_METRICS: &[MetricDef] = &[
     KV_CACHE_USAGE,
     KV_CACHE_UTILIZATION,
     KV_CACHE_CACHED,
+    KV_CACHE_RESIDENT,
     KV_CACHE_CAPACITY,
     PREFIX_CACHE_QUERIES,
     PREFIX_CACHE_HITS,
     CACHE_CONFIG_INFO,
+    COMPUTE_THREADS,
     TOKENS_PROMPT,
     TOKENS_GENERATED,
     REQUESTS_FINISHED,
@@ -561,6 +587,7 @@ pub const ALL_METRICS: &[MetricDef] = &[
     PROCESS_CPU_UTILIZATION,
     PROCESS_MEMORY_USAGE,
     SYSTEM_CPU_UTILIZATION,
+    SYSTEM_CPU_LOGICAL_COUNT,
     SYSTEM_MEMORY_USAGE,
     SYSTEM_MEMORY_LIMIT,
     GPU_UTILIZATION,
