@@ -4,37 +4,8 @@
 
 mod common;
 
-use common::{assert_outputs, free_port, read_result, text};
-use loadgen::mock::{serve, MockConfig};
-
-async fn mock(cfg: MockConfig) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(serve(listener, cfg));
-    url
-}
-
-async fn loadgen(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        common::loadgen(&refs)
-    })
-    .await
-    .expect("loadgen thread")
-}
-
-fn args(url: &str, dir: &std::path::Path, rest: &[&str]) -> Vec<String> {
-    let mut v = vec![
-        "--url".to_string(),
-        url.to_string(),
-        "--output-dir".into(),
-        dir.display().to_string(),
-    ];
-    v.extend(rest.iter().map(|s| s.to_string()));
-    v
-}
+use common::{args, assert_outputs, free_port, loadgen_async as loadgen, mock, read_result, text};
+use loadgen::mock::MockConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_load_shape_writes_json_csv_and_plots() {
@@ -285,6 +256,7 @@ async fn database_down_still_writes_results_and_says_so() {
     let url = mock(MockConfig::default()).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let db = format!("postgres://postgres@127.0.0.1:{}/metrics", free_port());
+    let spool = dir.path().join("spool");
     let out = loadgen(args(
         &url,
         dir.path(),
@@ -295,14 +267,76 @@ async fn database_down_still_writes_results_and_says_so() {
             "2",
             "--database-url",
             &db,
+            "--spool-dir",
+            spool.to_str().unwrap_or("."),
             "--no-plots",
         ],
     ))
     .await;
-    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not to PostgreSQL"), "{err}");
+    assert!(
+        err.contains("not to PostgreSQL") && err.contains("spooled to"),
+        "{err}"
+    );
     let r = read_result(dir.path());
     assert_eq!(r["database"]["written"], false);
     assert_eq!(r["steps"][0]["requests"]["ok"], 2);
+    let run_id = r["run_id"].as_str().expect("run id");
+    assert!(dir.path().join("history-spool.json").is_file());
+    assert!(spool.join(format!("{run_id}.json")).is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_and_headers_go_everywhere_and_never_into_the_output() {
+    const KEY: &str = "s3cr3t-key-123";
+    let url = mock(MockConfig {
+        api_key: Some(KEY.into()),
+        ..MockConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = ["--requests", "2", "--output-len", "2", "--no-plots"];
+    let err = one_line_error(&loadgen(args(&url, dir.path(), &base)).await);
+    assert!(err.contains("401") && err.contains("--api-key"), "{err}");
+
+    let mut with_key = base.to_vec();
+    with_key.extend([
+        "--api-key",
+        KEY,
+        "--header",
+        "X-Tenant: blue",
+        "--header",
+        "X-Auth-Token: tok-456",
+        "--sample-interval",
+        "0.1",
+    ]);
+    let out = loadgen(args(&url, dir.path(), &with_key)).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    assert!(!printed.contains(KEY) && !printed.contains("tok-456"));
+    let raw = std::fs::read_to_string(dir.path().join("result.json")).expect("result.json");
+    assert!(
+        !raw.contains(KEY) && !raw.contains("tok-456"),
+        "a secret leaked"
+    );
+    let r = read_result(dir.path());
+    assert_eq!(r["config"]["api_key"], "<redacted>");
+    assert_eq!(r["config"]["headers"][0], "x-tenant: blue");
+    // /metrics and /tokenize answered, so they carried the key too.
+    assert_eq!(r["resolved"]["metrics_endpoint"], true, "{}", r["resolved"]);
+    assert!(r["resolved"]["tokens_per_word"].as_f64().is_some());
+    assert_eq!(r["steps"][0]["requests"]["ok"], 2);
+
+    // The key from the environment works the same way.
+    let out = tokio::task::spawn_blocking({
+        let a = args(&url, dir.path(), &base);
+        move || {
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            common::loadgen_env(&refs, &[("LOADGEN_API_KEY", KEY)])
+        }
+    })
+    .await
+    .expect("loadgen thread");
+    assert!(out.status.success(), "{}", text(&out));
 }

@@ -84,7 +84,7 @@ fn step_ok(step: &Value, expected: u64) {
 fn every_load_shape_against_the_real_server() {
     let _one = serial();
     let server = Server::start();
-    let cases: [(&str, &[&str], usize); 4] = [
+    let cases: [(&str, &[&str], usize); 6] = [
         (
             "closed/tgi",
             &[
@@ -140,6 +140,40 @@ fn every_load_shape_against_the_real_server() {
             ],
             3,
         ),
+        (
+            "multi-turn/chat",
+            &[
+                "--api",
+                "chat",
+                "--multi-turn",
+                "2",
+                "--system-prompt-len",
+                "32",
+                "--concurrency",
+                "2",
+                "--requests",
+                "4",
+                "--output-len",
+                "8",
+            ],
+            1,
+        ),
+        (
+            "shared prefix/completions",
+            &[
+                "--shared-prefix",
+                "64",
+                "--prefixes",
+                "2",
+                "--concurrency",
+                "2",
+                "--requests",
+                "4",
+                "--output-len",
+                "8",
+            ],
+            1,
+        ),
     ];
     for (name, args, steps) in cases {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -169,6 +203,15 @@ fn every_load_shape_against_the_real_server() {
             r["environment"]["server_info"].is_object(),
             "{name}: /info recorded"
         );
+        if name.starts_with("multi-turn") {
+            let turns = &r["steps"][0]["turns"];
+            assert_eq!(turns.as_array().map(Vec::len), Some(2), "{name}: {turns}");
+            let input = |t: usize| turns[t]["input_tokens"]["mean"].as_f64().unwrap_or(0.0);
+            assert!(
+                input(1) > input(0) + 8.0,
+                "{name}: turn 2 resends the history"
+            );
+        }
     }
 }
 
@@ -281,7 +324,7 @@ fn runs_land_in_postgres_and_the_dashboard_queries_return_them() {
         let (client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(conn);
         let row = client
-            .query_one("SELECT git_branch, metadata->>'model' FROM benchmarks WHERE id = $1", &[&id])
+            .query_one("SELECT branch, metadata->>'model' FROM benchmarks WHERE benchmark_id = $1", &[&id])
             .await
             .expect("benchmark row");
         assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("test"));
@@ -299,20 +342,7 @@ fn runs_land_in_postgres_and_the_dashboard_queries_return_them() {
             .get(0);
         assert!(devices >= 1, "device samples from /metrics");
 
-        let dash: Value = serde_json::from_str(
-            &std::fs::read_to_string(common::workspace_root().join("grafana/dashboards/benchmark-history.json")).expect("dashboard"),
-        )
-        .expect("dashboard JSON");
-        let var = dash["templating"]["list"][0]["query"].as_str().expect("run variable query");
-        assert!(!client.query(var, &[]).await.expect("variable query").is_empty());
-        for panel in dash["panels"].as_array().expect("panels") {
-            assert_eq!(panel["datasource"]["uid"], "candlelight-postgres");
-            for t in panel["targets"].as_array().expect("targets") {
-                let sql = t["rawSql"].as_str().expect("rawSql").replace("$benchmark", &id.to_string());
-                let rows = client.query(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{}: {e}\n{sql}", panel["title"]));
-                assert!(!rows.is_empty(), "{} returned no rows", panel["title"]);
-            }
-        }
+        common::dashboard_queries_return_rows(&client, id).await;
     });
 }
 

@@ -4,6 +4,9 @@
 #   scripts/services/postgres.sh start DIR [PORT]   # prints the database URL on stdout
 #   scripts/services/postgres.sh stop DIR
 #
+# start on a DIR whose cluster was stopped starts it again, with its data, on
+# its old port (for tests that take the database down and bring it back).
+#
 # The cluster trusts local connections (user postgres, database "metrics"), listens
 # on 127.0.0.1 only, and keeps everything (data, socket, log) under DIR. PostgreSQL
 # refuses to run as root, so as root the server runs as the "postgres" user.
@@ -36,6 +39,17 @@ free_port() {
 
 case "$cmd" in
 start)
+  if [ -f "$dir/data/PG_VERSION" ]; then
+    dir=$(cd "$dir" && pwd)
+    port=${3:-$(cat "$dir/port")}
+    as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null || {
+      cat "$dir/postgres.log" >&2
+      exit 1
+    }
+    echo "postgres://postgres@127.0.0.1:$port/metrics"
+    exit 0
+  fi
   port=${3:-$(free_port)}
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::record::RequestRecord;
-use crate::runner::Shape;
-use crate::stats::StepSummary;
+use crate::measure::record::RequestRecord;
+use crate::measure::stats::StepSummary;
+use crate::plan::step::Shape;
 
 /// At most this many points per scatter plot (evenly strided), to keep files small.
 const MAX_POINTS: usize = 20_000;
@@ -43,11 +43,12 @@ fn upper(series: &[Series], f: impl Fn(&(f64, f64)) -> f64) -> f64 {
     }
 }
 
-fn by_step(
+/// Per step (named by its label), the points `f` gives for each successful request.
+fn by_step<P>(
     records: &[RequestRecord],
     steps: &[StepSummary],
-    f: impl Fn(&RequestRecord) -> Vec<(f64, f64)>,
-) -> Vec<Series> {
+    f: impl Fn(&RequestRecord) -> Vec<P>,
+) -> Vec<(String, Vec<P>)> {
     steps
         .iter()
         .map(|s| {
@@ -105,90 +106,117 @@ pub fn write_plots(
     records: &[RequestRecord],
     steps: &[StepSummary],
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    let path = dir.join("latency_cdf.svg");
-    {
-        let root = SVGBackend::new(&path, (900, 1050)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let areas = root.split_evenly((3, 1));
-        let ttft = by_step(records, steps, |r| {
-            r.ttft().map(|v| (v, 0.0)).into_iter().collect()
-        });
-        let itl = by_step(records, steps, |r| r.itl().map(|v| (v, 0.0)).collect());
-        let e2e = by_step(records, steps, |r| vec![(r.e2e(), 0.0)]);
-        for (area, (title, data)) in areas.iter().zip([
-            ("TTFT", ttft),
-            ("Inter-token latency", itl),
-            ("End-to-end latency", e2e),
-        ]) {
-            let cdfs: Vec<Series> = data
-                .into_iter()
-                .map(|(n, p)| (n, cdf(p.into_iter().map(|x| x.0).collect())))
-                .collect();
-            chart(
-                area,
-                &format!("{title} CDF"),
-                ("ms", "fraction of requests"),
-                &cdfs,
-                true,
-                Some(1.0),
-            )?;
-        }
-        root.present()?;
-    }
-    written.push(path);
-
-    let path = dir.join("ttft_over_time.svg");
-    {
-        let root = SVGBackend::new(&path, (900, 450)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let pts = by_step(records, steps, |r| {
-            r.first_token()
-                .zip(r.ttft())
-                .map(|(t, v)| (t.as_secs_f64(), v * 1e3))
-                .into_iter()
-                .collect()
-        });
-        let pts: Vec<Series> = pts.into_iter().map(|(n, p)| (n, thin(p))).collect();
-        chart(
-            &root,
-            "TTFT over time",
-            ("seconds since start", "TTFT (ms)"),
-            &pts,
-            false,
-            None,
-        )?;
-        root.present()?;
-    }
-    written.push(path);
-
-    let path = dir.join("itl_over_time.svg");
-    {
-        let root = SVGBackend::new(&path, (900, 450)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let pts = by_step(records, steps, |r| {
-            r.token_times
-                .windows(2)
-                .map(|w| (w[1].as_secs_f64(), (w[1] - w[0]).as_secs_f64() * 1e3))
-                .collect()
-        });
-        let pts: Vec<Series> = pts.into_iter().map(|(n, p)| (n, thin(p))).collect();
-        chart(
-            &root,
-            "Inter-token latency over time",
-            ("seconds since start", "gap (ms)"),
-            &pts,
-            false,
-            None,
-        )?;
-        root.present()?;
-    }
-    written.push(path);
-
+    let mut written = vec![
+        latency_cdfs(dir, records, steps)?,
+        ttft_over_time(dir, records, steps)?,
+        itl_over_time(dir, records, steps)?,
+    ];
     if steps.len() > 1 {
         written.extend(sweep_plots(dir, steps)?);
     }
     Ok(written)
+}
+
+/// `latency_cdf.svg`: TTFT, ITL and E2E CDFs, one line per step.
+fn latency_cdfs(
+    dir: &Path,
+    records: &[RequestRecord],
+    steps: &[StepSummary],
+) -> anyhow::Result<PathBuf> {
+    let path = dir.join("latency_cdf.svg");
+    draw_cdfs(&path, records, steps)?;
+    Ok(path)
+}
+
+fn draw_cdfs(path: &Path, records: &[RequestRecord], steps: &[StepSummary]) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (900, 1050)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let areas = root.split_evenly((3, 1));
+    let ttft = by_step(records, steps, |r| r.ttft().into_iter().collect());
+    let itl = by_step(records, steps, |r| r.itl().collect());
+    let e2e = by_step(records, steps, |r| vec![r.e2e()]);
+    for (area, (title, data)) in areas.iter().zip([
+        ("TTFT", ttft),
+        ("Inter-token latency", itl),
+        ("End-to-end latency", e2e),
+    ]) {
+        let cdfs: Vec<Series> = data.into_iter().map(|(n, p)| (n, cdf(p))).collect();
+        chart(
+            area,
+            &format!("{title} CDF"),
+            ("ms", "fraction of requests"),
+            &cdfs,
+            true,
+            Some(1.0),
+        )?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// A scatter of points over the run's time, one colour per step.
+fn over_time(
+    path: PathBuf,
+    title: &str,
+    y_desc: &str,
+    series: Vec<Series>,
+) -> anyhow::Result<PathBuf> {
+    {
+        let root = SVGBackend::new(&path, (900, 450)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let pts: Vec<Series> = series.into_iter().map(|(n, p)| (n, thin(p))).collect();
+        chart(
+            &root,
+            title,
+            ("seconds since start", y_desc),
+            &pts,
+            false,
+            None,
+        )?;
+        root.present()?;
+    }
+    Ok(path)
+}
+
+/// `ttft_over_time.svg`: each request's TTFT at the time its first token came.
+fn ttft_over_time(
+    dir: &Path,
+    records: &[RequestRecord],
+    steps: &[StepSummary],
+) -> anyhow::Result<PathBuf> {
+    let pts = by_step(records, steps, |r| {
+        r.first_token()
+            .zip(r.ttft())
+            .map(|(t, v)| (t.as_secs_f64(), v * 1e3))
+            .into_iter()
+            .collect()
+    });
+    over_time(
+        dir.join("ttft_over_time.svg"),
+        "TTFT over time",
+        "TTFT (ms)",
+        pts,
+    )
+}
+
+/// `itl_over_time.svg`: every inter-token gap at the time it ended.
+fn itl_over_time(
+    dir: &Path,
+    records: &[RequestRecord],
+    steps: &[StepSummary],
+) -> anyhow::Result<PathBuf> {
+    let pts = by_step(records, steps, |r| {
+        r.token_times
+            .windows(2)
+            .map(|w| (w[1].as_secs_f64(), (w[1] - w[0]).as_secs_f64() * 1e3))
+            .collect()
+    });
+    over_time(
+        dir.join("itl_over_time.svg"),
+        "Inter-token latency over time",
+        "gap (ms)",
+        pts,
+    )
 }
 
 /// Throughput and latency against the swept variable: concurrency (batch size)

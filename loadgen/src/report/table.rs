@@ -2,9 +2,9 @@
 
 use std::fmt::Write;
 
-use crate::promtext::Agreement;
-use crate::stats::{Dist, StepSummary};
-use crate::sweep::SweepResult;
+use crate::measure::promtext::Agreement;
+use crate::measure::stats::{Dist, StepSummary};
+use crate::plan::sweep::SweepResult;
 
 fn ms(v: f64) -> String {
     format!("{:.2}", v * 1e3)
@@ -38,6 +38,7 @@ fn agreement(name: &str, a: &Agreement) -> String {
     )
 }
 
+/// One step: counts, throughput, the latency table, then what else applies.
 fn step_block(out: &mut String, s: &StepSummary) {
     let _ = writeln!(
         out,
@@ -59,6 +60,26 @@ fn step_block(out: &mut String, s: &StepSummary) {
         tok(s.throughput.total_tokens_per_s),
         s.token_counts
     );
+    latency_rows(out, s);
+    cache_and_turn_lines(out, s);
+    outcome_lines(out, s);
+    server_lines(out, s);
+    for slow in s.slowest.iter().take(3) {
+        let _ = writeln!(
+            out,
+            "  slow: request {} e2e {} ms trace {} (server trace {})",
+            slow.id,
+            ms(slow.e2e_from_scheduled_s),
+            slow.trace_id,
+            slow.server_trace_id.as_deref().unwrap_or("none")
+        );
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "  WARNING: {w}");
+    }
+}
+
+fn latency_rows(out: &mut String, s: &StepSummary) {
     let _ = writeln!(
         out,
         "  {:<18}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
@@ -71,6 +92,64 @@ fn step_block(out: &mut String, s: &StepSummary) {
     dist_row(out, "E2E", &s.e2e);
     dist_row(out, "E2E from sched.", &s.e2e_from_scheduled);
     dist_row(out, "send lag", &s.send_lag);
+}
+
+/// Prefix-cache hits the server reported, and per-turn rows of conversations.
+fn cache_and_turn_lines(out: &mut String, s: &StepSummary) {
+    if let Some(c) = &s.cached_tokens {
+        let pct = c.input_fraction.map_or(String::new(), |f| {
+            format!(" ({:.1}% of their prompt tokens)", f * 100.0)
+        });
+        let _ = writeln!(
+            out,
+            "  cached prompt tokens: {} in {} requests{pct}, mean {:.1} per request",
+            c.sum, c.requests, c.mean
+        );
+    }
+    if s.turns.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {:<10}{:>6}{:>8}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
+        "turn",
+        "ok",
+        "errors",
+        "TTFT p50",
+        "TTFT p99",
+        "ITL p50",
+        "E2E p50",
+        "input tok",
+        "cached tok"
+    );
+    let p = |d: &Option<Dist>, f: fn(&Dist) -> f64| d.as_ref().map_or("n/a".into(), |d| ms(f(d)));
+    for t in &s.turns {
+        let input = t
+            .input_tokens
+            .as_ref()
+            .map_or("n/a".into(), |d| format!("{:.1}", d.mean));
+        let cached = t
+            .cached_tokens
+            .as_ref()
+            .map_or("n/a".into(), |c| format!("{:.1}", c.mean));
+        let _ = writeln!(
+            out,
+            "  {:<10}{:>6}{:>8}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
+            t.turn,
+            t.counted,
+            t.errors,
+            p(&t.ttft, |d| d.p50),
+            p(&t.ttft, |d| d.p99),
+            p(&t.itl, |d| d.p50),
+            p(&t.e2e, |d| d.p50),
+            input,
+            cached
+        );
+    }
+}
+
+/// Goodput, batch efficiency, errors and loadgen's own CPU.
+fn outcome_lines(out: &mut String, s: &StepSummary) {
     if let Some(g) = &s.goodput {
         let _ = writeln!(
             out,
@@ -94,29 +173,21 @@ fn step_block(out: &mut String, s: &StepSummary) {
             s.client.cores
         );
     }
-    if let Some(v) = &s.server {
-        if let Some(a) = &v.ttft {
-            let _ = writeln!(out, "  {}", agreement("TTFT:", a));
-        }
-        if let Some(a) = &v.e2e {
-            let _ = writeln!(out, "  {}", agreement("E2E: ", a));
-        }
-        if let Some(b) = v.decode_batch_size_mean {
-            let _ = writeln!(out, "  server decode batch size mean: {b:.2}");
-        }
+}
+
+/// What the server's own metrics said about the step.
+fn server_lines(out: &mut String, s: &StepSummary) {
+    let Some(v) = &s.server else {
+        return;
+    };
+    if let Some(a) = &v.ttft {
+        let _ = writeln!(out, "  {}", agreement("TTFT:", a));
     }
-    for slow in s.slowest.iter().take(3) {
-        let _ = writeln!(
-            out,
-            "  slow: request {} e2e {} ms trace {} (server trace {})",
-            slow.id,
-            ms(slow.e2e_from_scheduled_s),
-            slow.trace_id,
-            slow.server_trace_id.as_deref().unwrap_or("none")
-        );
+    if let Some(a) = &v.e2e {
+        let _ = writeln!(out, "  {}", agreement("E2E: ", a));
     }
-    for w in &s.warnings {
-        let _ = writeln!(out, "  WARNING: {w}");
+    if let Some(b) = v.decode_batch_size_mean {
+        let _ = writeln!(out, "  server decode batch size mean: {b:.2}");
     }
 }
 

@@ -163,6 +163,74 @@ impl Postgres {
         let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
         Postgres { dir, url }
     }
+
+    fn script(&self, action: &str) {
+        let script = workspace_root().join("scripts/services/postgres.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(action)
+            .arg(self.dir.path().join("pg"))
+            .output()
+            .expect("run postgres.sh");
+        assert!(
+            out.status.success(),
+            "postgres.sh {action} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Take the database down (its data stays).
+    pub fn stop(&self) {
+        self.script("stop");
+    }
+
+    /// Bring it back, same data, same port.
+    pub fn restart(&self) {
+        self.script("start");
+    }
+
+    /// A connected client (its connection runs on the current tokio runtime).
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test PostgreSQL");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+/// Every query of grafana/dashboards/benchmark-history.json returns rows for
+/// run `benchmark` (the one its `run` variable picks).
+pub async fn dashboard_queries_return_rows(client: &tokio_postgres::Client, benchmark: i64) {
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            workspace_root().join("grafana/dashboards/benchmark-history.json"),
+        )
+        .expect("dashboard"),
+    )
+    .expect("dashboard JSON");
+    let var = dash["templating"]["list"][0]["query"]
+        .as_str()
+        .expect("run variable query");
+    assert!(!client
+        .query(var, &[])
+        .await
+        .expect("variable query")
+        .is_empty());
+    for panel in dash["panels"].as_array().expect("panels") {
+        assert_eq!(panel["datasource"]["uid"], "candlelight-postgres");
+        for t in panel["targets"].as_array().expect("targets") {
+            let sql = t["rawSql"]
+                .as_str()
+                .expect("rawSql")
+                .replace("$benchmark", &benchmark.to_string());
+            let rows = client
+                .query(sql.as_str(), &[])
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}\n{sql}", panel["title"]));
+            assert!(!rows.is_empty(), "{} returned no rows", panel["title"]);
+        }
+    }
 }
 
 impl Drop for Postgres {
@@ -223,4 +291,100 @@ pub fn assert_outputs(dir: &Path, sweep: bool) {
         .lines()
         .next()
         .is_some_and(|h| h.contains("ttft_s") && h.contains("trace_id")));
+}
+
+/// A process started by `scripts/services/collector.sh ACTION DIR ...`, which
+/// prints `KEY=VALUE` lines (pid, ports, paths); stopped on drop.
+pub struct Collector {
+    dir: PathBuf,
+    vars: std::collections::HashMap<String, String>,
+}
+
+impl Collector {
+    /// `action` is `start` (the project's collector) or `start-trace-backend`.
+    pub fn start(action: &str, dir: &Path, args: &[&str]) -> Collector {
+        let script = workspace_root().join("scripts/services/collector.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(action)
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("run collector.sh");
+        assert!(
+            out.status.success(),
+            "collector.sh {action} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let vars = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Collector {
+            dir: dir.to_path_buf(),
+            vars,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("collector.sh printed no {key}: {:?}", self.vars))
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let script = workspace_root().join("scripts/services/collector.sh");
+        let _ = Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// Run the loadgen binary to completion with extra environment variables.
+pub fn loadgen_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .args(["--no-progress"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run loadgen")
+}
+
+/// Start loadgen's mock SSE server on a free port; returns its URL.
+pub async fn mock(cfg: loadgen::mock::MockConfig) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(loadgen::mock::serve(listener, cfg));
+    url
+}
+
+/// Run the loadgen binary off the async workers.
+pub async fn loadgen_async(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        loadgen(&refs)
+    })
+    .await
+    .expect("loadgen thread")
+}
+
+/// `--url URL --output-dir DIR` then `rest`.
+pub fn args(url: &str, dir: &std::path::Path, rest: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "--url".to_string(),
+        url.to_string(),
+        "--output-dir".into(),
+        dir.display().to_string(),
+    ];
+    v.extend(rest.iter().map(|s| s.to_string()));
+    v
 }

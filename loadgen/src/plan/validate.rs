@@ -1,141 +1,9 @@
-//! Command line, and the checks that reject contradictory flags before any load.
+//! The checks that reject contradictory or out-of-range flags before any load,
+//! each with a one-line message.
 
-use std::path::PathBuf;
-
-use clap::Parser;
-use serde::Serialize;
-
-use crate::protocol::ApiKind;
-use crate::schedule::Arrivals;
-use crate::ser::parse_secs;
-use crate::stats::Slo;
-use crate::workload::LenDist;
-
-/// Drive an LLM server with streamed requests and measure TTFT, inter-token
-/// latency, TPOT, end-to-end latency and throughput.
-#[derive(Debug, Clone, Parser, Serialize)]
-#[command(name = "loadgen", version)]
-pub struct Cli {
-    /// Base URL of the server.
-    #[arg(long, default_value = "http://127.0.0.1:3000", env = "LOADGEN_URL")]
-    pub url: String,
-    /// API to speak.
-    #[arg(long, value_enum, default_value = "completions")]
-    pub api: ApiKind,
-    /// Override the endpoint path (default depends on --api).
-    #[arg(long)]
-    pub endpoint: Option<String>,
-    /// Model name for OpenAI APIs (default: first of /v1/models, else /info).
-    #[arg(long)]
-    pub model: Option<String>,
-
-    /// Closed loop: this many virtual users, each sending its next request when
-    /// the previous one finishes.
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Open loop: requests per second, on a schedule computed up front.
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Inter-arrival distribution for open loop [default: poisson].
-    #[arg(long, value_enum)]
-    pub arrivals: Option<Arrivals>,
-    /// Gamma shape for bursty arrivals (1 = Poisson, < 1 burstier); implies --arrivals gamma.
-    #[arg(long)]
-    pub burstiness: Option<f64>,
-    /// Batch sweep: one closed-loop step per level, e.g. 1,2,4,8,16.
-    #[arg(long, value_delimiter = ',')]
-    pub batch_sizes: Option<Vec<usize>>,
-    /// Rate sweep: find the maximum throughput, then run at fractions of it.
-    #[arg(long)]
-    pub rate_sweep: bool,
-    /// Fractions of the maximum throughput for --rate-sweep.
-    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75,1.0")]
-    pub sweep_fractions: Vec<f64>,
-    /// Concurrency of the maximum-throughput step of --rate-sweep / --slo-search.
-    #[arg(long, default_value_t = 16)]
-    pub sweep_concurrency: usize,
-
-    /// Service-level objective, e.g. ttft=500ms,tpot=50ms,e2e=10s; enables goodput.
-    #[arg(long)]
-    pub slo: Option<Slo>,
-    /// Search for the highest rate that meets --slo.
-    #[arg(long)]
-    pub slo_search: bool,
-    /// Fraction of requests that must meet the SLO for a rate to pass.
-    #[arg(long, default_value_t = 0.9)]
-    pub slo_attainment: f64,
-    /// Bisection steps of --slo-search.
-    #[arg(long, default_value_t = 4)]
-    pub slo_search_steps: u32,
-
-    /// Run (each step) for this long, e.g. 30s.
-    #[arg(long, value_parser = parse_secs)]
-    pub duration: Option<f64>,
-    /// Run (each step) for this many requests [default: 100 when no --duration].
-    #[arg(long)]
-    pub requests: Option<u64>,
-    /// Leading window excluded from the statistics.
-    #[arg(long, value_parser = parse_secs, default_value = "0")]
-    pub warmup: f64,
-    /// Trailing window excluded from the statistics.
-    #[arg(long, value_parser = parse_secs, default_value = "0")]
-    pub cooldown: f64,
-
-    /// Synthetic prompt length in server tokens: N, uniform:MIN:MAX, normal:MEAN:STD [default: 128].
-    #[arg(long)]
-    pub input_len: Option<LenDist>,
-    /// Output length in tokens (also the default for dataset lines without max_tokens) [default: 128].
-    #[arg(long)]
-    pub output_len: Option<LenDist>,
-    /// Prompts from a JSONL file (prompt, messages, or ShareGPT conversations per line).
-    #[arg(long)]
-    pub dataset: Option<PathBuf>,
-    /// Ask the server to ignore EOS so output lengths are exact.
-    #[arg(long)]
-    pub ignore_eos: bool,
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
-    /// Seed for the workload and the arrival schedule.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Per-request limit.
-    #[arg(long, value_parser = parse_secs, default_value = "300")]
-    pub timeout: f64,
-    /// Wait up to this long for the server to become reachable and ready.
-    #[arg(long, value_parser = parse_secs, default_value = "0")]
-    pub wait: f64,
-
-    /// Directory for result.json, CSVs and plots [default: results/<time>].
-    #[arg(long)]
-    pub output_dir: Option<PathBuf>,
-    /// Include every request (with inter-token gaps) in result.json.
-    #[arg(long)]
-    pub save_requests: bool,
-    #[arg(long)]
-    pub no_plots: bool,
-    #[arg(long)]
-    pub no_progress: bool,
-
-    /// Record the run in PostgreSQL (postgres://user@host:port/metrics).
-    #[arg(long, env = "LOADGEN_DATABASE_URL")]
-    #[serde(skip)]
-    pub database_url: Option<String>,
-    /// Server git commit for the history (default: /info's git_commit, if any).
-    #[arg(long)]
-    pub server_git_commit: Option<String>,
-    #[arg(long)]
-    pub server_git_branch: Option<String>,
-    /// GPU name for the history (default: from the server's /info or metrics).
-    #[arg(long)]
-    pub gpu_name: Option<String>,
-    /// Interval of the server /metrics sampler (0 disables it).
-    #[arg(long, value_parser = parse_secs, default_value = "1")]
-    pub sample_interval: f64,
-
-    /// Export loadgen's client spans over OTLP/gRPC to this endpoint (e.g. http://localhost:4317).
-    #[arg(long)]
-    pub otlp: Option<String>,
-}
+use crate::plan::cli::Cli;
+use crate::plan::schedule::Arrivals;
+use crate::send::protocol::ApiKind;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -150,6 +18,8 @@ impl Cli {
     pub fn validate(&self) -> Result<(), FlagError> {
         self.validate_shape()?;
         self.validate_limits()?;
+        self.validate_workload()?;
+        self.validate_workers()?;
         if self.dataset.is_some() && self.input_len.is_some() {
             return bad("--input-len applies to synthetic prompts; it contradicts --dataset");
         }
@@ -230,6 +100,61 @@ impl Cli {
         Ok(())
     }
 
+    fn validate_workload(&self) -> Result<(), FlagError> {
+        let positive = |flag: &str, v: Option<u32>| match v {
+            Some(0) => bad(format!("{flag} must be at least 1")),
+            _ => Ok(()),
+        };
+        positive("--multi-turn", self.multi_turn)?;
+        positive("--shared-prefix", self.shared_prefix)?;
+        positive("--prefixes", self.prefixes)?;
+        positive("--system-prompt-len", self.system_prompt_len)?;
+        if self.multi_turn.is_none() {
+            if self.think_time.is_some() || self.system_prompt_len.is_some() {
+                return bad("--think-time and --system-prompt-len shape conversations; they need --multi-turn");
+            }
+        } else {
+            if self.api != ApiKind::Chat {
+                return bad(
+                    "--multi-turn needs --api chat: each turn sends the conversation as messages",
+                );
+            }
+            if self.shared_prefix.is_some() {
+                return bad("--multi-turn and --shared-prefix are different workloads; choose one");
+            }
+            if self.rate_sweep || self.slo_search {
+                return bad("--multi-turn does not combine with --rate-sweep or --slo-search (their rates count requests, not conversations)");
+            }
+        }
+        if self.prefixes.is_some() && self.shared_prefix.is_none() {
+            return bad("--prefixes needs --shared-prefix");
+        }
+        if self.dataset.is_some() && (self.multi_turn.is_some() || self.shared_prefix.is_some()) {
+            return bad("--multi-turn and --shared-prefix make synthetic prompts; they contradict --dataset");
+        }
+        Ok(())
+    }
+
+    fn validate_workers(&self) -> Result<(), FlagError> {
+        let (Some(id), Some(n)) = (self.worker_id, self.workers) else {
+            return Ok(());
+        };
+        if n == 0 || id >= n {
+            return bad("--worker-id must be below --workers (workers are numbered from 0)");
+        }
+        if self.rate_sweep || self.slo_search {
+            return bad("--workers does not combine with --rate-sweep or --slo-search: each worker would search on its own");
+        }
+        let levels = self
+            .concurrency
+            .into_iter()
+            .chain(self.batch_sizes.iter().flatten().copied());
+        if levels.into_iter().any(|c| (c as u64) < n) {
+            return bad("with --workers N, each concurrency level must be at least N (the virtual users are split among the workers)");
+        }
+        Ok(())
+    }
+
     fn validate_limits(&self) -> Result<(), FlagError> {
         if self.duration.is_some() && self.requests.is_some() {
             return bad("--duration and --requests are mutually exclusive limits");
@@ -247,25 +172,12 @@ impl Cli {
         }
         Ok(())
     }
-
-    pub fn arrivals(&self) -> Arrivals {
-        match (self.arrivals, self.burstiness) {
-            (Some(a), _) => a,
-            (None, Some(_)) => Arrivals::Gamma,
-            (None, None) => Arrivals::Poisson,
-        }
-    }
-
-    pub fn endpoint_path(&self) -> String {
-        self.endpoint
-            .clone()
-            .unwrap_or_else(|| self.api.default_path().to_string())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
 
     fn cli(args: &[&str]) -> Cli {
         let mut all = vec!["loadgen"];
@@ -293,6 +205,17 @@ mod tests {
             &["--dataset", "x.jsonl", "--input-len", "5"],
             &["--url", "ftp://x"],
             &["--database-url", "mysql://nope"],
+            &["--multi-turn", "3"],
+            &["--api", "chat", "--multi-turn", "0"],
+            &["--api", "chat", "--multi-turn", "2", "--shared-prefix", "8"],
+            &["--api", "chat", "--multi-turn", "2", "--rate-sweep"],
+            &["--think-time", "1s"],
+            &["--system-prompt-len", "20"],
+            &["--prefixes", "4"],
+            &["--shared-prefix", "8", "--dataset", "x.jsonl"],
+            &["--worker-id", "3", "--workers", "3"],
+            &["--worker-id", "0", "--workers", "2", "--rate-sweep"],
+            &["--worker-id", "0", "--workers", "4", "--concurrency", "2"],
         ] {
             let err = cli(args).validate().expect_err("contradiction");
             assert!(!err.to_string().contains('\n'), "{args:?}: {err}");
@@ -314,6 +237,26 @@ mod tests {
             ],
             &["--rate-sweep", "--duration", "5"],
             &["--slo-search", "--slo", "ttft=500ms"],
+            &[
+                "--api",
+                "chat",
+                "--multi-turn",
+                "6",
+                "--system-prompt-len",
+                "200",
+                "--think-time",
+                "1s",
+            ],
+            &[
+                "--shared-prefix",
+                "512",
+                "--prefixes",
+                "4",
+                "--input-len",
+                "64",
+            ],
+            &["--worker-id", "2", "--workers", "3", "--concurrency", "6"],
+            &["--worker-id", "0", "--workers", "3", "--rate", "9"],
         ] {
             cli(args)
                 .validate()

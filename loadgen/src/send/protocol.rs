@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::workload::{Message, Prompt};
+use crate::plan::workload::Prompt;
 
 /// Which API the target speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -43,7 +43,21 @@ pub struct EventInfo {
 pub struct StreamTally {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// Prompt tokens the server served from its prefix cache
+    /// (`usage.prompt_tokens_details.cached_tokens`, when it says).
+    pub cached_tokens: Option<u64>,
     pub finish_reason: Option<String>,
+    /// The generated text, gathered only when `Some` (a multi-turn
+    /// conversation sends it back in the next turn).
+    pub reply: Option<String>,
+}
+
+impl StreamTally {
+    fn content(&mut self, text: &str) {
+        if let Some(reply) = &mut self.reply {
+            reply.push_str(text);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -189,6 +203,9 @@ fn parse_tgi(v: &Value, tally: &mut StreamTally) -> Option<EventInfo> {
         content: !special,
         done: false,
     };
+    if !special {
+        tally.content(token.get("text").and_then(Value::as_str).unwrap_or(""));
+    }
     if let Some(details) = v.get("details").filter(|d| !d.is_null()) {
         tally.output_tokens = details.get("generated_tokens").and_then(Value::as_u64);
         tally.input_tokens = details.get("input_length").and_then(Value::as_u64);
@@ -211,8 +228,9 @@ fn parse_openai(api: ApiKind, v: &Value, tally: &mut StreamTally) -> Option<Even
             ApiKind::Chat => choice.get("delta")?.get("content"),
             _ => choice.get("text"),
         };
-        if text.and_then(Value::as_str).is_some_and(|t| !t.is_empty()) {
+        if let Some(t) = text.and_then(Value::as_str).filter(|t| !t.is_empty()) {
             info.content = true;
+            tally.content(t);
         }
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
             tally.finish_reason = Some(reason.to_string());
@@ -221,17 +239,11 @@ fn parse_openai(api: ApiKind, v: &Value, tally: &mut StreamTally) -> Option<Even
     if let Some(usage) = v.get("usage").filter(|u| !u.is_null()) {
         tally.input_tokens = usage.get("prompt_tokens").and_then(Value::as_u64);
         tally.output_tokens = usage.get("completion_tokens").and_then(Value::as_u64);
+        tally.cached_tokens = usage
+            .pointer("/prompt_tokens_details/cached_tokens")
+            .and_then(Value::as_u64);
     }
     Some(info)
-}
-
-/// Messages flattened for text APIs: contents joined by newlines, roles dropped.
-pub fn flatten(messages: &[Message]) -> String {
-    messages
-        .iter()
-        .map(|m| m.content.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[cfg(test)]
@@ -286,10 +298,10 @@ mod tests {
         assert!(ApiKind::Chat
             .parse_event(tok, &mut t)
             .is_ok_and(|i| i.content));
-        let usage =
-            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}"#;
+        let usage = r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13,"prompt_tokens_details":{"cached_tokens":8}}}"#;
         assert!(ApiKind::Chat.parse_event(usage, &mut t).is_ok());
         assert_eq!((t.input_tokens, t.output_tokens), (Some(9), Some(4)));
+        assert_eq!(t.cached_tokens, Some(8));
         assert_eq!(
             ApiKind::Chat.parse_event("[DONE]", &mut t),
             Ok(EventInfo {
@@ -297,6 +309,37 @@ mod tests {
                 done: true
             })
         );
+    }
+
+    #[test]
+    fn replies_are_gathered_only_when_asked() {
+        let chunk = |text: &str| {
+            format!(
+                r#"{{"choices":[{{"index":0,"delta":{{"content":"{text}"}},"finish_reason":null}}]}}"#
+            )
+        };
+        let mut off = StreamTally::default();
+        let mut on = StreamTally {
+            reply: Some(String::new()),
+            ..StreamTally::default()
+        };
+        for t in [&mut off, &mut on] {
+            for piece in ["Hel", "lo", ""] {
+                assert!(ApiKind::Chat.parse_event(&chunk(piece), t).is_ok());
+            }
+        }
+        assert_eq!(off.reply, None);
+        assert_eq!(on.reply.as_deref(), Some("Hello"));
+        let mut tgi = StreamTally {
+            reply: Some(String::new()),
+            ..StreamTally::default()
+        };
+        let special = r#"{"token":{"id":2,"text":"</s>","special":true},"generated_text":null}"#;
+        let word = r#"{"token":{"id":5,"text":"Hi","special":false},"generated_text":null}"#;
+        for ev in [word, special] {
+            assert!(ApiKind::Tgi.parse_event(ev, &mut tgi).is_ok());
+        }
+        assert_eq!(tgi.reply.as_deref(), Some("Hi"));
     }
 
     #[test]

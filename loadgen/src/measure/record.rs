@@ -1,7 +1,7 @@
 //! What loadgen keeps about one request.
 //!
 //! A record stores raw instants (relative to the run's start), never derived
-//! latencies, so every metric is computed in one place ([`crate::stats`]) from the
+//! latencies, so every metric is computed in one place ([`crate::measure::stats`]) from the
 //! same facts: intended start, actual start, each content token's arrival, end.
 
 use std::fmt;
@@ -88,8 +88,31 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+impl std::str::FromStr for ErrorKind {
+    type Err = String;
+    /// The inverse of `Display`, for records read back by `loadgen merge`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "connect" => ErrorKind::Connect,
+            "timeout" => ErrorKind::Timeout,
+            "stream_truncated" => ErrorKind::Truncated,
+            "bad_event" => ErrorKind::BadEvent,
+            "transport" => ErrorKind::Transport,
+            _ => {
+                if let Some(code) = s.strip_prefix("http_").and_then(|c| c.parse().ok()) {
+                    ErrorKind::Http(code)
+                } else if let Some(kind) = s.strip_prefix("stream_error:") {
+                    ErrorKind::Stream(kind.to_string())
+                } else {
+                    return Err(format!("unknown error kind '{s}'"));
+                }
+            }
+        })
+    }
+}
+
 /// One request as observed by the client. All instants are offsets from the run's
-/// start ([`crate::runner::RunClock`]).
+/// start ([`RunClock`]).
 #[derive(Debug, Clone)]
 pub struct RequestRecord {
     pub id: u64,
@@ -109,6 +132,9 @@ pub struct RequestRecord {
     pub input_tokens: Option<u64>,
     /// Generated tokens as reported by the server (`usage` or `details`).
     pub output_tokens: Option<u64>,
+    /// Prompt tokens served from the server's prefix cache, when it says
+    /// (`usage.prompt_tokens_details.cached_tokens`).
+    pub cached_tokens: Option<u64>,
     /// Number of content-bearing stream events received.
     pub chunks: u64,
     pub finish_reason: Option<String>,
@@ -118,6 +144,10 @@ pub struct RequestRecord {
     pub trace_id: String,
     /// The trace id the server returned in `x-trace-id`, if any.
     pub server_trace_id: Option<String>,
+    /// The multi-turn conversation the request belongs to (`--multi-turn`).
+    pub conversation: Option<u64>,
+    /// Its turn in that conversation, from 1.
+    pub turn: Option<u32>,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -198,6 +228,9 @@ impl RequestRecord {
             http_status: self.http_status,
             trace_id: self.trace_id.clone(),
             server_trace_id: self.server_trace_id.clone(),
+            conversation: self.conversation,
+            turn: self.turn,
+            cached_tokens: self.cached_tokens,
         }
     }
 }
@@ -227,6 +260,9 @@ pub struct RecordRow {
     pub http_status: Option<u16>,
     pub trace_id: String,
     pub server_trace_id: Option<String>,
+    pub conversation: Option<u64>,
+    pub turn: Option<u32>,
+    pub cached_tokens: Option<u64>,
 }
 
 #[cfg(test)]
@@ -247,12 +283,15 @@ mod tests {
             end: ms(270),
             input_tokens: Some(5),
             output_tokens: Some(3),
+            cached_tokens: None,
             chunks: 3,
             finish_reason: Some("length".into()),
             outcome: Outcome::Ok,
             http_status: Some(200),
             trace_id: "t".into(),
             server_trace_id: None,
+            conversation: None,
+            turn: None,
         }
     }
 
@@ -283,6 +322,18 @@ mod tests {
 
     #[test]
     fn error_kinds_have_stable_names() {
+        for kind in [
+            ErrorKind::Connect,
+            ErrorKind::Timeout,
+            ErrorKind::Http(503),
+            ErrorKind::Stream("queue_full".into()),
+            ErrorKind::Truncated,
+            ErrorKind::BadEvent,
+            ErrorKind::Transport,
+        ] {
+            assert_eq!(kind.to_string().parse(), Ok(kind));
+        }
+        assert!("http_x".parse::<ErrorKind>().is_err());
         assert_eq!(ErrorKind::Http(429).to_string(), "http_429");
         assert_eq!(ErrorKind::Truncated.to_string(), "stream_truncated");
         assert_eq!(

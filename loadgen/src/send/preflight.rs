@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::client::{execute, Job, Target};
-use crate::otel::Tracing;
-use crate::record::{ErrorKind, Outcome, RunClock};
-use crate::workload::{Item, Prompt, Workload};
+use crate::measure::record::{ErrorKind, Outcome, RunClock};
+use crate::plan::workload::{words, Item, Prompt};
+use crate::report::otel::Tracing;
+use crate::send::client::{execute, Job, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
@@ -37,6 +37,10 @@ pub enum PreflightError {
         status: u16,
         message: String,
     },
+    #[error(
+        "{url} answered {status}: the server requires credentials (use --api-key or --header)"
+    )]
+    Unauthorized { url: String, status: u16 },
     #[error("--model is needed: {0} lists no model")]
     NoModel(String),
 }
@@ -98,14 +102,23 @@ pub async fn wait_ready(
 }
 
 async fn get_json(http: &reqwest::Client, url: String) -> Option<Value> {
-    let r = http
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    r.status().is_success().then_some(())?;
-    r.json().await.ok()
+    get_checked(http, url).await.ok().flatten()
+}
+
+/// GET a JSON document; `Err` only when the server refused the credentials,
+/// which every later request would meet too.
+async fn get_checked(http: &reqwest::Client, url: String) -> Result<Option<Value>, PreflightError> {
+    let Ok(r) = http.get(&url).timeout(Duration::from_secs(5)).send().await else {
+        return Ok(None);
+    };
+    let status = r.status().as_u16();
+    if status == 401 || status == 403 {
+        return Err(PreflightError::Unauthorized { url, status });
+    }
+    if !r.status().is_success() {
+        return Ok(None);
+    }
+    Ok(r.json().await.ok())
 }
 
 /// The model to name in OpenAI requests when `--model` is not given.
@@ -114,8 +127,8 @@ pub async fn discover_model(
     base: &str,
     info: Option<&Value>,
 ) -> Result<String, PreflightError> {
-    let listed = get_json(http, format!("{base}/v1/models"))
-        .await
+    let listed = get_checked(http, format!("{base}/v1/models"))
+        .await?
         .and_then(|v| {
             v.get("data")?
                 .get(0)?
@@ -132,7 +145,7 @@ pub async fn discover_model(
 /// required; absent facts are reported as absent.
 pub async fn facts(http: &reqwest::Client, base: &str) -> ServerFacts {
     let info = get_json(http, format!("{base}/info")).await;
-    let scrape = crate::sampler::scrape(http, base).await.ok();
+    let scrape = crate::measure::server::scrape(http, base).await.ok();
     let gpu_from_metrics = scrape.as_ref().and_then(|s| {
         s.samples
             .iter()
@@ -158,7 +171,7 @@ pub async fn facts(http: &reqwest::Client, base: &str) -> ServerFacts {
 async fn tokens_per_word(http: &reqwest::Client, base: &str) -> Option<f64> {
     use rand::SeedableRng;
     const WORDS: usize = 400;
-    let text = Workload::words(WORDS, &mut rand::rngs::StdRng::seed_from_u64(1));
+    let text = words(WORDS, &mut rand::rngs::StdRng::seed_from_u64(1));
     let r = http
         .post(format!("{base}/tokenize"))
         .json(&serde_json::json!({"inputs": text, "add_special_tokens": false}))
@@ -194,8 +207,9 @@ pub async fn probe(target: &Target, tracing: &Tracing) -> Result<(), PreflightEr
             prompt: Prompt::Text("Say hello.".into()),
             max_tokens: 2,
         },
+        turn: None,
     };
-    let rec = execute(target, &clock, tracing, job).await;
+    let rec = execute(target, &clock, tracing, job).await.record;
     let url = target.endpoint.clone();
     let api = target.api.name();
     match rec.outcome {
@@ -212,6 +226,7 @@ pub async fn probe(target: &Target, tracing: &Tracing) -> Result<(), PreflightEr
                     cause: message,
                 }
             }
+            ErrorKind::Http(status @ (401 | 403)) => PreflightError::Unauthorized { url, status },
             ErrorKind::Http(status @ (404 | 405)) => {
                 PreflightError::NoEndpoint { url, status, api }
             }

@@ -1,4 +1,5 @@
-//! Background samplers: loadgen's own CPU, and the server's device gauges.
+//! Resource use over a run, read in the background: loadgen's own CPU
+//! ([`ClientCpuMeter`]) and the server's device gauges ([`DeviceScraper`]).
 //!
 //! Device use is read from the server's `/metrics` rather than from this host,
 //! because the server may run on another machine (and has the GPU).
@@ -7,15 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
 
-use crate::promtext::Scrape;
-use crate::record::RunClock;
-use crate::stats::ClientUsage;
+use crate::measure::promtext::Scrape;
+use crate::measure::record::RunClock;
+use crate::measure::server::scrape;
+use crate::measure::stats::ClientUsage;
 
 /// Percent of all cores loadgen's process used over the last interval.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct CpuSample {
     pub t_s: f64,
     pub cpu_pct: f64,
@@ -26,12 +28,12 @@ pub fn cores() -> usize {
 }
 
 /// Samples this process's CPU use every 500 ms on its own thread.
-pub struct ClientCpu {
+pub struct ClientCpuMeter {
     samples: Arc<Mutex<Vec<CpuSample>>>,
     stop: Arc<AtomicBool>,
 }
 
-impl ClientCpu {
+impl ClientCpuMeter {
     pub fn start(clock: RunClock) -> Self {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -87,10 +89,11 @@ impl ClientCpu {
 }
 
 /// One reading of the server's device gauges (the `device_measurements` row).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceSample {
     pub t_s: f64,
-    #[serde(skip)]
+    /// Wall-clock time of the reading (not in JSON: `t_s` is).
+    #[serde(skip, default = "unix_epoch")]
     pub time: SystemTime,
     /// Server process CPU, percent of all its host's cores.
     pub cpu_util: Option<f64>,
@@ -100,6 +103,10 @@ pub struct DeviceSample {
     pub gpu_util: Option<f64>,
     /// GPU memory in use, summed over GPUs, megabytes.
     pub gpu_mem_megabytes: Option<f64>,
+}
+
+fn unix_epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH
 }
 
 impl DeviceSample {
@@ -124,24 +131,13 @@ impl DeviceSample {
     }
 }
 
-/// Fetch and parse `/metrics`.
-pub async fn scrape(http: &reqwest::Client, base: &str) -> anyhow::Result<Scrape> {
-    let resp = http
-        .get(format!("{base}/metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await?
-        .error_for_status()?;
-    Ok(Scrape::parse(&resp.text().await?)?)
-}
-
 /// Scrapes the server's `/metrics` every `interval` until dropped.
-pub struct DeviceSampler {
+pub struct DeviceScraper {
     samples: Arc<Mutex<Vec<DeviceSample>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl DeviceSampler {
+impl DeviceScraper {
     pub fn start(http: reqwest::Client, base: String, interval: Duration, clock: RunClock) -> Self {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let out = samples.clone();

@@ -1,114 +1,22 @@
-//! From records to a step summary. Every metric definition lives here.
-//!
-//! Percentiles are exact, nearest-rank on sorted samples (all samples are kept,
-//! so there is no histogram error to explain).
+//! From records to a step summary. Every metric definition lives here (and in
+//! [`dist`] and [`slo`]); the records themselves hold only raw instants.
+
+mod dist;
+mod slo;
+mod turns;
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::promtext::Agreement;
-use crate::record::RequestRecord;
-use crate::runner::{Shape, StepOutcome};
+use crate::measure::record::{Outcome, RequestRecord};
+use crate::measure::server::ServerView;
+use crate::plan::step::Shape;
+use crate::send::runner::StepOutcome;
 
-/// Summary statistics of one metric, in its unit (seconds or tokens).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Dist {
-    pub count: usize,
-    pub mean: f64,
-    pub min: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-/// Nearest-rank percentile of sorted samples: the smallest value with at least
-/// `q` of the samples at or below it.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-pub fn dist(mut v: Vec<f64>) -> Option<Dist> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(Dist {
-        count: v.len(),
-        mean: v.iter().sum::<f64>() / v.len() as f64,
-        min: v[0],
-        p50: percentile(&v, 0.50),
-        p90: percentile(&v, 0.90),
-        p95: percentile(&v, 0.95),
-        p99: percentile(&v, 0.99),
-        max: v[v.len() - 1],
-    })
-}
-
-/// Service-level objective: per-request latency ceilings in seconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Slo {
-    pub ttft: Option<f64>,
-    pub tpot: Option<f64>,
-    pub e2e: Option<f64>,
-}
-
-impl FromStr for Slo {
-    type Err = String;
-    /// `ttft=500ms,tpot=0.05,e2e=10s` (bare numbers are seconds).
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut slo = Slo::default();
-        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("'{part}': expected NAME=VALUE"))?;
-            let secs = crate::ser::parse_secs(v.trim())?;
-            match k.trim() {
-                "ttft" => slo.ttft = Some(secs),
-                "tpot" => slo.tpot = Some(secs),
-                "e2e" => slo.e2e = Some(secs),
-                other => return Err(format!("unknown SLO metric '{other}' (ttft, tpot, e2e)")),
-            }
-        }
-        if slo == Slo::default() {
-            return Err("empty SLO".into());
-        }
-        Ok(slo)
-    }
-}
-
-impl fmt::Display for Slo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = [("ttft", self.ttft), ("tpot", self.tpot), ("e2e", self.e2e)]
-            .iter()
-            .filter_map(|(k, v)| v.map(|v| format!("{k}={v}s")))
-            .collect();
-        f.write_str(&parts.join(","))
-    }
-}
-
-impl Slo {
-    /// Whether a request met every objective. Latencies are taken from the
-    /// scheduled send, so client-side queueing counts against the objective.
-    pub fn met_by(&self, r: &RequestRecord) -> bool {
-        if !r.outcome.is_ok() {
-            return false;
-        }
-        let ttft_ok = self
-            .ttft
-            .is_none_or(|max| r.ttft_from_scheduled().is_some_and(|v| v <= max));
-        let tpot_ok = self
-            .tpot
-            .is_none_or(|max| r.tpot().is_some_and(|v| v <= max));
-        let e2e_ok = self.e2e.is_none_or(|max| r.e2e_from_scheduled() <= max);
-        ttft_ok && tpot_ok && e2e_ok
-    }
-}
+pub use dist::{dist, Dist};
+pub use slo::Slo;
+pub use turns::{CachedTokens, TurnSummary};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Window {
@@ -165,15 +73,6 @@ pub struct ClientUsage {
     pub cores: usize,
 }
 
-/// The server's own view of the step, from `/metrics` deltas.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ServerView {
-    pub ttft: Option<Agreement>,
-    pub e2e: Option<Agreement>,
-    /// Mean sequences per decode step: what batch size the server really ran.
-    pub decode_batch_size_mean: Option<f64>,
-}
-
 /// Everything reported for one step.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepSummary {
@@ -194,6 +93,8 @@ pub struct StepSummary {
     pub output_tokens: Option<Dist>,
     /// "server" (every counted request had counts), "partial" or "missing".
     pub token_counts: String,
+    /// Prompt tokens served from the server's prefix cache, when it says.
+    pub cached_tokens: Option<CachedTokens>,
     pub throughput: Throughput,
     pub goodput: Option<Goodput>,
     pub errors: BTreeMap<String, usize>,
@@ -206,6 +107,9 @@ pub struct StepSummary {
     pub batch_efficiency: Option<f64>,
     pub aborted: Option<String>,
     pub warnings: Vec<String>,
+    /// Per turn index, for multi-turn conversations.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<TurnSummary>,
 }
 
 /// Records inside the measurement window: sent (as scheduled) after the warmup
@@ -219,95 +123,137 @@ pub fn in_window(step: &StepOutcome) -> impl Iterator<Item = &RequestRecord> {
         .filter(move |r| r.scheduled >= from && (whole || r.scheduled < to))
 }
 
+/// The records a step's statistics are computed over, and the span they cover.
+struct Counted<'a> {
+    /// Every request scheduled inside the window, errors included.
+    window: Vec<&'a RequestRecord>,
+    /// The successful ones: the latency samples.
+    ok: Vec<&'a RequestRecord>,
+    /// From the first counted send to the last counted completion.
+    window_stats: Window,
+}
+
+impl<'a> Counted<'a> {
+    fn of(step: &'a StepOutcome) -> Self {
+        let window: Vec<&RequestRecord> = in_window(step).collect();
+        let ok = window
+            .iter()
+            .copied()
+            .filter(|r| r.outcome.is_ok())
+            .collect();
+        let first = window.iter().map(|r| r.sent).min().unwrap_or(step.start);
+        let last = window.iter().map(|r| r.end).max().unwrap_or(step.end);
+        let window_stats = Window {
+            start_s: first.as_secs_f64(),
+            end_s: last.as_secs_f64(),
+            warmup_s: step.spec.warmup.as_secs_f64(),
+            cooldown_s: step.spec.cooldown.as_secs_f64(),
+            seconds: last.saturating_sub(first).as_secs_f64(),
+        };
+        Counted {
+            window,
+            ok,
+            window_stats,
+        }
+    }
+
+    /// `n` events over the window, per second.
+    fn per_s(&self, n: f64) -> f64 {
+        let secs = self.window_stats.seconds;
+        if secs > 0.0 {
+            n / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// "server" when every counted request had the server's token counts.
+    fn token_counts(&self) -> &'static str {
+        match self.ok.iter().filter(|r| r.output_tokens.is_some()).count() {
+            n if n == self.ok.len() && n > 0 => "server",
+            0 => "missing",
+            _ => "partial",
+        }
+    }
+
+    fn throughput(&self) -> Throughput {
+        let out: Option<u64> = (self.token_counts() == "server")
+            .then(|| self.ok.iter().filter_map(|r| r.output_tokens).sum());
+        let input: Option<u64> = self.ok.iter().map(|r| r.input_tokens).sum();
+        Throughput {
+            requests_per_s: self.per_s(self.ok.len() as f64),
+            output_tokens_per_s: out.map(|n| self.per_s(n as f64)),
+            total_tokens_per_s: out.zip(input).map(|(o, i)| self.per_s((o + i) as f64)),
+        }
+    }
+
+    fn goodput(&self, slo: &Slo) -> Goodput {
+        let met = self.window.iter().filter(|r| slo.met_by(r)).count();
+        Goodput {
+            slo: slo.clone(),
+            requests_per_s: self.per_s(met as f64),
+            attainment: if self.window.is_empty() {
+                0.0
+            } else {
+                met as f64 / self.window.len() as f64
+            },
+        }
+    }
+
+    /// The distribution of `f` over the successful requests.
+    fn dist_ok<I: IntoIterator<Item = f64>>(
+        &self,
+        f: impl Fn(&RequestRecord) -> I,
+    ) -> Option<Dist> {
+        dist(self.ok.iter().flat_map(|r| f(r)).collect())
+    }
+}
+
+/// Summarize one step: counts, latency distributions, throughput, goodput,
+/// errors by kind, the slowest requests, and the warnings that apply.
 pub fn summarize(
     step: &StepOutcome,
     slo: Option<&Slo>,
     client: ClientUsage,
     server: Option<ServerView>,
 ) -> StepSummary {
-    let window: Vec<&RequestRecord> = in_window(step).collect();
-    let ok: Vec<&RequestRecord> = window
-        .iter()
-        .copied()
-        .filter(|r| r.outcome.is_ok())
-        .collect();
-    let first = window.iter().map(|r| r.sent).min().unwrap_or(step.start);
-    let last = window.iter().map(|r| r.end).max().unwrap_or(step.end);
-    let secs = last.saturating_sub(first).as_secs_f64();
-    let per_s = |n: f64| if secs > 0.0 { n / secs } else { 0.0 };
-    let with_counts = ok.iter().filter(|r| r.output_tokens.is_some()).count();
-    let token_counts = match with_counts {
-        n if n == ok.len() && n > 0 => "server",
-        0 => "missing",
-        _ => "partial",
-    };
-    let out_tokens: Option<u64> =
-        (token_counts == "server").then(|| ok.iter().filter_map(|r| r.output_tokens).sum());
-    let in_tokens: Option<u64> = ok.iter().map(|r| r.input_tokens).sum();
+    let c = Counted::of(step);
     let (errors, error_examples) = errors_by_kind(&step.records);
+    let tokens = |v: Option<u64>| v.map(|v| v as f64);
     let mut s = StepSummary {
         index: step.spec.index,
         label: step.spec.label.clone(),
         shape: step.spec.shape.clone(),
         batch_size: step.spec.batch_size,
-        window: Window {
-            start_s: first.as_secs_f64(),
-            end_s: last.as_secs_f64(),
-            warmup_s: step.spec.warmup.as_secs_f64(),
-            cooldown_s: step.spec.cooldown.as_secs_f64(),
-            seconds: secs,
-        },
+        window: c.window_stats.clone(),
         requests: Counts {
             sent: step.records.len(),
             ok: step.records.iter().filter(|r| r.outcome.is_ok()).count(),
             errors: errors.values().sum(),
-            counted: ok.len(),
+            counted: c.ok.len(),
         },
-        ttft: dist(ok.iter().filter_map(|r| r.ttft()).collect()),
-        ttft_from_scheduled: dist(ok.iter().filter_map(|r| r.ttft_from_scheduled()).collect()),
-        itl: dist(ok.iter().flat_map(|r| r.itl()).collect()),
-        tpot: dist(ok.iter().filter_map(|r| r.tpot()).collect()),
-        e2e: dist(ok.iter().map(|r| r.e2e()).collect()),
-        e2e_from_scheduled: dist(ok.iter().map(|r| r.e2e_from_scheduled()).collect()),
-        send_lag: dist(window.iter().map(|r| r.send_lag()).collect()),
-        input_tokens: dist(
-            ok.iter()
-                .filter_map(|r| r.input_tokens.map(|v| v as f64))
-                .collect(),
-        ),
-        output_tokens: dist(
-            ok.iter()
-                .filter_map(|r| r.output_tokens.map(|v| v as f64))
-                .collect(),
-        ),
-        token_counts: token_counts.to_string(),
-        throughput: Throughput {
-            requests_per_s: per_s(ok.len() as f64),
-            output_tokens_per_s: out_tokens.map(|n| per_s(n as f64)),
-            total_tokens_per_s: out_tokens
-                .zip(in_tokens)
-                .map(|(o, i)| per_s((o + i) as f64)),
-        },
-        goodput: slo.map(|slo| {
-            let met = window.iter().filter(|r| slo.met_by(r)).count();
-            Goodput {
-                slo: slo.clone(),
-                requests_per_s: per_s(met as f64),
-                attainment: if window.is_empty() {
-                    0.0
-                } else {
-                    met as f64 / window.len() as f64
-                },
-            }
-        }),
+        ttft: c.dist_ok(|r| r.ttft()),
+        ttft_from_scheduled: c.dist_ok(|r| r.ttft_from_scheduled()),
+        itl: c.dist_ok(|r| r.itl().collect::<Vec<_>>()),
+        tpot: c.dist_ok(|r| r.tpot()),
+        e2e: c.dist_ok(|r| Some(r.e2e())),
+        e2e_from_scheduled: c.dist_ok(|r| Some(r.e2e_from_scheduled())),
+        send_lag: dist(c.window.iter().map(|r| r.send_lag()).collect()),
+        input_tokens: c.dist_ok(|r| tokens(r.input_tokens)),
+        output_tokens: c.dist_ok(|r| tokens(r.output_tokens)),
+        token_counts: c.token_counts().to_string(),
+        cached_tokens: turns::cached_tokens(&c.ok),
+        throughput: c.throughput(),
+        goodput: slo.map(|slo| c.goodput(slo)),
         errors,
         error_examples,
-        slowest: slowest(&ok),
+        slowest: slowest(&c.ok),
         client,
         server,
         batch_efficiency: None,
         aborted: step.aborted.clone(),
         warnings: Vec::new(),
+        turns: turns::by_turn(&c.window),
     };
     s.warnings = warnings(&s);
     s
@@ -320,7 +266,7 @@ fn errors_by_kind(records: &[RequestRecord]) -> ErrorTables {
     let mut errors = BTreeMap::new();
     let mut examples = BTreeMap::new();
     for r in records {
-        if let crate::record::Outcome::Error { kind, message } = &r.outcome {
+        if let Outcome::Error { kind, message } = &r.outcome {
             *errors.entry(kind.to_string()).or_insert(0) += 1;
             examples
                 .entry(kind.to_string())
@@ -388,21 +334,8 @@ fn warnings(s: &StepSummary) -> Vec<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn nearest_rank_percentiles() {
-        let d = dist((1..=100).map(f64::from).collect()).expect("samples");
-        assert_eq!(
-            (d.p50, d.p90, d.p99, d.max, d.min),
-            (50.0, 90.0, 99.0, 100.0, 1.0)
-        );
-        assert!((d.mean - 50.5).abs() < 1e-12);
-        let one = dist(vec![3.0]).expect("one sample");
-        assert_eq!((one.p50, one.p99), (3.0, 3.0));
-        assert!(dist(vec![]).is_none());
-    }
-
     fn step(warmup: u64, cooldown: u64) -> StepOutcome {
-        use crate::record::Outcome;
+        use crate::measure::record::Outcome;
         use std::time::Duration;
         let secs = Duration::from_secs;
         let records = (0..10)
@@ -415,11 +348,12 @@ mod tests {
                 end: secs(i) + Duration::from_millis(500),
                 input_tokens: Some(4),
                 output_tokens: Some(1),
+                cached_tokens: None,
                 chunks: 1,
                 finish_reason: None,
                 outcome: if i == 9 {
                     Outcome::Error {
-                        kind: crate::record::ErrorKind::Truncated,
+                        kind: crate::measure::record::ErrorKind::Truncated,
                         message: "cut".into(),
                     }
                 } else {
@@ -428,14 +362,16 @@ mod tests {
                 http_status: Some(200),
                 trace_id: String::new(),
                 server_trace_id: None,
+                conversation: None,
+                turn: None,
             })
             .collect();
         StepOutcome {
-            spec: crate::runner::StepSpec {
+            spec: crate::plan::step::StepSpec {
                 index: 0,
                 label: "t".into(),
                 shape: Shape::Closed { concurrency: 1 },
-                limit: crate::schedule::Limit::Duration(secs(10)),
+                limit: crate::plan::schedule::Limit::Duration(secs(10)),
                 warmup: secs(warmup),
                 cooldown: secs(cooldown),
                 batch_size: None,
@@ -462,15 +398,5 @@ mod tests {
         assert!((s.throughput.requests_per_s - 6.0 / 5.5).abs() < 1e-9);
         let all = summarize(&step(0, 0), None, ClientUsage::default(), None);
         assert_eq!(all.requests.counted, 9);
-    }
-
-    #[test]
-    fn slo_parses_units_and_rejects_unknown_metrics() {
-        let slo: Slo = "ttft=500ms,tpot=0.05,e2e=2s".parse().expect("valid");
-        assert_eq!(slo.ttft, Some(0.5));
-        assert_eq!(slo.tpot, Some(0.05));
-        assert_eq!(slo.e2e, Some(2.0));
-        assert!("itl=1".parse::<Slo>().is_err());
-        assert!("ttft".parse::<Slo>().is_err());
     }
 }

@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Exp, Gamma};
 
 /// Inter-arrival distribution.
-#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arrivals {
     /// Evenly spaced, 1/rate apart.
@@ -23,11 +23,14 @@ pub enum Arrivals {
 }
 
 /// How many arrivals: a count or a time span.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Limit {
     Requests(u64),
-    #[serde(serialize_with = "crate::ser::duration_secs")]
+    #[serde(
+        serialize_with = "crate::durations::duration_secs",
+        deserialize_with = "crate::durations::secs_duration"
+    )]
     Duration(Duration),
 }
 

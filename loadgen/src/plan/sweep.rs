@@ -6,15 +6,15 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::cli::Cli;
-use crate::runner::{Shape, StepSpec};
-use crate::schedule::{Arrivals, Limit};
-use crate::stats::StepSummary;
+use crate::measure::stats::StepSummary;
+use crate::plan::cli::Cli;
+use crate::plan::schedule::{Arrivals, Limit};
+use crate::plan::step::{Shape, StepSpec};
 
 /// Runs one step and returns its summary (implemented by the app, which adds
-/// server scrapes and CPU accounting around [`crate::runner::run_step`]).
+/// server scrapes and CPU accounting around `send::runner::run_step`).
 pub trait StepRunner {
     fn step(
         &mut self,
@@ -22,7 +22,7 @@ pub trait StepRunner {
     ) -> impl std::future::Future<Output = anyhow::Result<StepSummary>>;
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct SweepResult {
     /// single, batch, rate or slo_search.
     pub kind: String,

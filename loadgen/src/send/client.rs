@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 
-use crate::otel::Tracing;
-use crate::protocol::{ApiKind, EventError, GenParams, StreamTally};
-use crate::record::{ErrorKind, Outcome, RequestRecord, RunClock};
-use crate::workload::Item;
+use crate::measure::record::{ErrorKind, Outcome, RequestRecord, RunClock};
+use crate::plan::workload::{Item, TurnOf};
+use crate::report::otel::Tracing;
+use crate::send::protocol::{ApiKind, EventError, GenParams, StreamTally};
 
 /// Where and how requests go; shared by every request of a run.
 #[derive(Debug, Clone)]
@@ -30,13 +30,24 @@ pub struct Job {
     pub step: usize,
     pub scheduled: Instant,
     pub item: Item,
+    /// Set when the request is one turn of a multi-turn conversation.
+    pub turn: Option<TurnOf>,
+}
+
+/// What [`execute`] returns: the record and, for a conversation turn, the
+/// server's reply (the next turn sends it back as the assistant message).
+#[derive(Debug)]
+pub struct Executed {
+    pub record: RequestRecord,
+    pub reply: Option<String>,
 }
 
 /// An HTTP client tuned for many concurrent streams: unbounded idle pool (one
 /// connection per stream under HTTP/1.1), Nagle off, no global timeout (each
-/// request has its own).
-pub fn http_client() -> reqwest::Result<reqwest::Client> {
+/// request has its own). `headers` go on every request (auth, `--header`).
+pub fn http_client(headers: reqwest::header::HeaderMap) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(usize::MAX)
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10))
@@ -44,10 +55,11 @@ pub fn http_client() -> reqwest::Result<reqwest::Client> {
 }
 
 /// What `stream` learned before it returned.
-struct Progress {
-    token_times: Vec<Instant>,
-    chunks: u64,
-    tally: StreamTally,
+#[derive(Default)]
+pub(crate) struct Progress {
+    pub(crate) token_times: Vec<Instant>,
+    pub(crate) chunks: u64,
+    pub(crate) tally: StreamTally,
     status: Option<u16>,
     server_trace_id: Option<String>,
     end: Option<Instant>,
@@ -55,23 +67,21 @@ struct Progress {
 
 /// Send `job` and follow its stream to the end. Never fails: every problem
 /// becomes an [`Outcome::Error`] with a kind.
-pub async fn execute(
-    target: &Target,
-    clock: &RunClock,
-    tracing: &Tracing,
-    job: Job,
-) -> RequestRecord {
+pub async fn execute(target: &Target, clock: &RunClock, tracing: &Tracing, job: Job) -> Executed {
     let body = serde_json::to_vec(&target.api.body(
         &job.item.prompt,
         job.item.max_tokens,
         &target.params,
     ))
     .expect("invariant: a serde_json::Value always serializes");
-    let trace = tracing.start(target.api.operation(), job.step);
+    let trace = tracing.start(target.api.operation(), job.step, job.turn);
     let mut p = Progress {
         token_times: Vec::with_capacity(job.item.max_tokens as usize),
         chunks: 0,
-        tally: StreamTally::default(),
+        tally: StreamTally {
+            reply: job.turn.map(|_| String::new()),
+            ..StreamTally::default()
+        },
         status: None,
         server_trace_id: None,
         end: None,
@@ -104,15 +114,21 @@ pub async fn execute(
         end: clock.at(end),
         input_tokens: p.tally.input_tokens,
         output_tokens: p.tally.output_tokens,
+        cached_tokens: p.tally.cached_tokens,
         chunks: p.chunks,
         finish_reason: p.tally.finish_reason,
         outcome,
         http_status: p.status,
         trace_id: trace.trace_id.clone(),
         server_trace_id: p.server_trace_id,
+        conversation: job.turn.map(|t| t.conversation),
+        turn: job.turn.map(|t| t.turn),
     };
     trace.finish(&record, clock.wall);
-    record
+    Executed {
+        record,
+        reply: p.tally.reply,
+    }
 }
 
 fn transport_error(e: &reqwest::Error) -> Outcome {
@@ -160,7 +176,19 @@ async fn stream(api: ApiKind, req: reqwest::RequestBuilder, p: &mut Progress) ->
             message: error_message(&text),
         };
     }
-    let mut events = resp.bytes_stream().eventsource();
+    follow(api, resp.bytes_stream(), p).await
+}
+
+/// Follow a streamed body as SSE events until the completion marker, the
+/// first error event, or the end. Every byte sequence ends in an [`Outcome`]:
+/// malformed input is a typed error, never a panic (fuzzed in `crate::fuzz`).
+pub(crate) async fn follow<S, B, E>(api: ApiKind, body: S, p: &mut Progress) -> Outcome
+where
+    S: futures::Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut events = std::pin::pin!(body.eventsource());
     while let Some(ev) = events.next().await {
         let now = Instant::now();
         let ev = match ev {
