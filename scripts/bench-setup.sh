@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Builds the llama.cpp baseline for the benches: llama-cpp-python (which
-# compiles llama.cpp from source) in .venv-bench, native CPU flags, no GPU.
-# Cached: does nothing when the venv already imports llama_cpp.
+# Builds the llama.cpp baselines for the benches, native CPU flags without AMX,
+# no GPU:
+#  - llama-cpp-python (which compiles llama.cpp from source) in .venv-bench;
+#  - llama.cpp's own llama-server (and llama-quantize), with cmake from the same
+#    version's sources, by scripts/build-llama-cpp.sh native (cached under
+#    $HOME/.cache/candlelight/llama.cpp). The last line printed is its bin dir.
+# Cached: each part does nothing when already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+build_server() {
+  local bin
+  bin=$(scripts/build-llama-cpp.sh native llama-server llama-quantize)
+  echo "bench-setup: llama-server at $bin/llama-server"
+  echo "$bin"
+}
 venv=.venv-bench
 version=0.3.36   # the version that produced tests/data/reference
 # AVX-512 with VNNI, no AMX: a native build enables AMX tiles on CPUs that have
@@ -13,6 +24,7 @@ stamp="$venv/.cmake-args"
 if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$cmake_args" ] \
    && "$venv/bin/python" -c 'import llama_cpp, sys; sys.exit(llama_cpp.__version__ != "'$version'")' 2>/dev/null; then
   echo "bench-setup: llama-cpp-python $version present"
+  build_server
   exit 0
 fi
 python3 -m venv "$venv"
@@ -22,3 +34,4 @@ CMAKE_ARGS="$cmake_args" \
   "$venv/bin/pip" install --quiet --force-reinstall --no-cache-dir "llama-cpp-python[server]==$version"
 echo "$cmake_args" >"$stamp"
 echo "bench-setup: built llama-cpp-python $version in $venv"
+build_server
