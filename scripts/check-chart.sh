@@ -123,10 +123,21 @@ for name in $names; do
     grep -rqw -- "$name" "$root/src/telemetry/names" ||
         fail "the chart uses metric $name, which src/telemetry/names does not define"
 done
-label="$(cat "$out"/*.yaml | grep -oE 'cacheBlockSizeLabelName: [a-z_]+' | head -1 | awk '{print $2}' || true)"
-[ -z "$label" ] || grep -rqw -- "$label" "$root/src/telemetry" ||
-    fail "the chart reads the block size from label $label, which src/telemetry does not set"
-step "server defines the metrics the chart uses: $(echo $names | tr ' ' ',')${label:+ (label $label)}"
+# The cache info labels the EPP reads must be attributes of
+# candlelight.cache_config.info, in their Prometheus spelling (dots become
+# underscores; the candlelight. namespace stays as a prefix).
+info_labels="$(awk '/^pub const CACHE_CONFIG_INFO:/,/^\);/' "$root/src/telemetry/names/mod.rs" |
+    grep -oE '&\[[A-Z_, ]+\]' | tr -d '&[] ' | tr ',' '\n' | while read -r const; do
+        sed -n "s/^pub const $const: &str = \"\(.*\)\";/\1/p" "$root/src/telemetry/names/attr.rs" | tr . _
+    done)"
+[ -n "$info_labels" ] || fail "could not read the attributes of CACHE_CONFIG_INFO from src/telemetry/names"
+labels="$(cat "$out"/*.yaml | grep -oE 'cache(BlockSize|NumBlocks)LabelName: [A-Za-z_]+' | awk '{print $2}' | sort -u || true)"
+[ -n "$labels" ] || fail "found no cache info label names in the EPP config (did it move?)"
+for label in $labels; do
+    grep -qx -- "$label" <<<"$info_labels" ||
+        fail "the chart reads cache info label $label; candlelight_cache_config_info has: $(echo $info_labels)"
+done
+step "server defines the metrics the chart uses: $(echo $names | tr ' ' ',') (cache info labels: $(echo $labels | tr ' ' ','))"
 
 # --- 5. the chart's guards ----------------------------------------------------
 expect_render_failure() {

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and the stack need (Debian): Prometheus
-# (and promtool), Alertmanager (and amtool) and PostgreSQL. Skips what is already there.
+# (and promtool), Alertmanager (and amtool), PostgreSQL and HAProxy (the local
+# cluster's balancer, scripts/cluster.sh). Skips what is already there.
 set -euo pipefail
 
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)

@@ -169,9 +169,11 @@ The endpoint picker's EndpointPickerConfig (llm-d-router v0.10.0,
 apix/config/v1alpha1). core-metrics-extractor maps the model-server protocol's
 metrics to candlelight's names for pods labelled llm-d.ai/engine-type=candlelight
 (and for unlabelled pods: defaultEngine). candlelight has no LoRA adapters
-(loraSpec empty) and exports the paged KV block size as the kv_block_size label
-of candlelight_cache_config_info (no num_gpu_blocks label: the prefix-cache
-scorer then uses its configured capacity).
+(loraSpec empty). Its cache info gauge is
+candlelight_cache_config_info{candlelight_kv_block_size="16",candlelight_kv_blocks="..."}:
+the OTel attributes candlelight.kv.block_size and candlelight.kv.blocks keep
+their namespace as a prefix in Prometheus, so both label names are set here
+(the EPP's defaults, block_size and num_gpu_blocks, would find nothing).
 */}}
 {{- define "candlelight.eppConfig" -}}
 {{- $epp := .Values.inferenceGateway.epp -}}
@@ -199,7 +201,8 @@ plugins:
           kvUsageSpec: candlelight_kv_cache_utilization_ratio
           loraSpec: ""
           cacheInfoSpec: candlelight_cache_config_info
-          cacheBlockSizeLabelName: kv_block_size
+          cacheBlockSizeLabelName: candlelight_kv_block_size
+          cacheNumBlocksLabelName: candlelight_kv_blocks
 schedulingProfiles:
   - name: default
     plugins:
