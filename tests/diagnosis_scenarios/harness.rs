@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -184,16 +184,4 @@ pub fn trace_of(result: &Value, want: &str) -> Option<String> {
         .find(|f| f["bottleneck"] == want)?["trace_ids"][0]
         .as_str()
         .map(str::to_owned)
-}
-
-/// Waits for `check` to hold, up to `limit`.
-pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    false
 }
