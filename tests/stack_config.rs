@@ -165,6 +165,37 @@ fn prometheus_config_passes_promtool() {
     let target = |job: &str| jobs[job]["static_configs"][0]["targets"][0].clone();
     assert_eq!(target("otel-collector"), "otel-collector:8889");
     assert_eq!(target("candlelight"), "candlelight:3000");
+    // The diagnosis alerts are loaded and routed to Alertmanager.
+    assert_eq!(cfg["rule_files"][0], "rules/candlelight-alerts.yml");
+    assert_eq!(
+        cfg["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0],
+        "alertmanager:9093"
+    );
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    let rules = repo_root().join("prometheus/rules");
+    run_ok(Command::new("promtool").current_dir(&rules).args([
+        "check",
+        "rules",
+        "candlelight-alerts.yml",
+    ]));
+    // For every alert: a series that fires it and a near miss that does not.
+    run_ok(Command::new("promtool").current_dir(&rules).args([
+        "test",
+        "rules",
+        "candlelight-alerts.test.yml",
+    ]));
+}
+
+#[test]
+fn alertmanager_config_passes_amtool() {
+    run_ok(
+        Command::new("amtool")
+            .current_dir(repo_root())
+            .args(["check-config", "prometheus/alertmanager.yml"]),
+    );
 }
 
 #[test]
@@ -180,6 +211,8 @@ fn compose_and_tempo_files_parse_and_pin_their_images() {
         "candlelight",
         "otel-collector",
         "prometheus",
+        "alertmanager",
+        "jaeger",
         "tempo-init",
         "tempo",
         "grafana",

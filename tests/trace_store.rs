@@ -5,6 +5,10 @@
 //! Jaeger's query API, and the span tree is checked: request → tokenize, queue,
 //! prefill, decode, and the linked `engine.step` spans linking back.
 //!
+//! The trace ids come as an operator meets them: a response's `x-trace-id`,
+//! and the trace ids a diagnosis finding lists (loadgen against a server with
+//! `--max-batch-size 1` and four clients: `under_batching`).
+//!
 //! Skips only when Jaeger is not built and `CANDLELIGHT_REQUIRE_JAEGER` is
 //! unset; `scripts/test.sh` builds it and sets the variable.
 
@@ -60,8 +64,59 @@ fn a_request_trace_is_found_in_jaeger_with_its_span_tree() -> anyhow::Result<()>
                 eprintln!("{}", tree::render(&tree));
             }
         }
+        // The same server, now one sequence at a time (it is shared by this
+        // test binary, so a second one is started for the finding).
+        Ok::<(), anyhow::Error>(())
+    })?;
+    let limited = common::server_on(&[
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-protocol",
+        "grpc",
+        "--max-batch-size",
+        "1",
+    ]);
+    let trace_id = finding_trace(&limited.base, "under_batching")?;
+    rt.block_on(async {
+        let tree = tree::check_request_tree(&jaeger, &trace_id).await?;
+        eprintln!("from the under_batching finding:\n{}", tree::render(&tree));
         Ok(())
     })
+}
+
+/// Runs loadgen at 4 clients against `base` and returns the first trace id
+/// of its `want` finding.
+fn finding_trace(base: &str, want: &str) -> anyhow::Result<String> {
+    let out = tempfile::tempdir()?;
+    let bin = std::env::var_os("CANDLELIGHT_LOADGEN_BIN")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let server = std::path::PathBuf::from(std::env::var_os("CANDLELIGHT_BIN")?);
+            Some(server.parent()?.join("loadgen"))
+        })
+        .unwrap_or_else(|| common::repo_root().join("target/debug/loadgen"));
+    let done = std::process::Command::new(bin)
+        .args(["--url", base, "--concurrency", "4", "--requests", "12"])
+        .args(["--input-len", "16", "--output-len", "16", "--ignore-eos"])
+        .args(["--sample-interval", "0.5s", "--no-plots", "--no-progress"])
+        .arg("--output-dir")
+        .arg(out.path())
+        .output()?;
+    ensure!(
+        done.status.success(),
+        "loadgen: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("result.json"))?)?;
+    let finding = result["diagnosis"]["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|x| x["bottleneck"] == want))
+        .ok_or_else(|| anyhow::anyhow!("no {want} finding: {}", result["diagnosis"]))?;
+    let id = finding["trace_ids"][0]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("the {want} finding lists no trace id"))?;
+    Ok(id.to_owned())
 }
 
 /// Three requests at once, so they share engine steps; their trace ids as the

@@ -3,10 +3,13 @@
 #
 #   scripts/services/prometheus.sh start DIR [--port PORT] [--collector HOST:PORT]
 #                                            [--server HOST:PORT] [--scrape-interval DUR]
+#                                            [--alertmanager HOST:PORT]
 #       Writes DIR/prometheus.yml from prometheus/prometheus.yml with the compose
 #       targets replaced: --collector for job otel-collector (the collector's
 #       Prometheus exporter), --server for job candlelight (the server's /metrics).
-#       A target left out keeps its compose host name and is simply down.
+#       --alertmanager for the alerts (prometheus/rules/ is copied beside the
+#       config and loaded). A target left out keeps its compose host name and
+#       is simply down.
 #       Starts on 127.0.0.1:PORT (a free port if left out) with a fresh TSDB in
 #       DIR/data, remote-write receiver and exemplar storage on, waits
 #       (CANDLELIGHT_SERVICE_TIMEOUT, default 60 s) for /-/ready, then prints
@@ -26,13 +29,14 @@ free_port() {
 
 cmd_start() {
     local dir="$1"; shift
-    local port="" collector="" server="" interval=""
+    local port="" collector="" server="" interval="" alertmanager=""
     while [ $# -gt 0 ]; do
         case "$1" in
             --port) port="$2" ;;
             --collector) collector="$2" ;;
             --server) server="$2" ;;
             --scrape-interval) interval="$2" ;;
+            --alertmanager) alertmanager="$2" ;;
             *) die "unknown option $1" ;;
         esac
         shift 2
@@ -45,7 +49,9 @@ cmd_start() {
     fi
 
     local config="$dir/prometheus.yml"
+    rm -rf "$dir/rules" && cp -r "$root/prometheus/rules" "$dir/rules"
     sed -e "s#\"otel-collector:8889\"#\"${collector:-otel-collector:8889}\"#" \
+        -e "s#\"alertmanager:9093\"#\"${alertmanager:-alertmanager:9093}\"#" \
         -e "s#\"candlelight:3000\"#\"${server:-candlelight:3000}\"#" \
         -e "s#^\(  scrape_interval:\) 15s#\1 ${interval:-15s}#" \
         -e "s#^\(  evaluation_interval:\) 15s#\1 ${interval:-15s}#" \

@@ -183,7 +183,32 @@ pub fn resource(cfg: &TelemetryConfig) -> Resource {
             env!("CARGO_PKG_VERSION"),
         ));
     }
+    for (key, value) in instance_identity(&detected, &|k| std::env::var(k).ok()) {
+        builder = builder.with_attribute(opentelemetry::KeyValue::new(key, value));
+    }
     builder.build()
+}
+
+/// Who this replica is, unless `OTEL_RESOURCE_ATTRIBUTES` already says:
+/// `service.instance.id` (the pod name, else the host name) and, on
+/// Kubernetes (`K8S_POD_NAME` or `POD_NAME` from the downward API), `k8s.pod.name`.
+/// Per-instance dashboards and `candlelight diagnose` name replicas by it.
+fn instance_identity(
+    detected: &Resource,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<(&'static str, String)> {
+    let pod = env("K8S_POD_NAME")
+        .or_else(|| env("POD_NAME"))
+        .filter(|p| !p.is_empty());
+    let mut out = Vec::new();
+    if detected.get(&"service.instance.id".into()).is_none() {
+        let host = sysinfo::System::host_name().unwrap_or_else(|_| "candlelight".into());
+        out.push(("service.instance.id", pod.clone().unwrap_or(host)));
+    }
+    if let Some(pod) = pod.filter(|_| detected.get(&"k8s.pod.name".into()).is_none()) {
+        out.push(("k8s.pod.name", pod));
+    }
+    out
 }
 
 /// Build the tracer provider; spans go nowhere when traces are off.
@@ -494,6 +519,21 @@ mod tests {
             Some("http://collector:4318/v1/metrics")
         );
         Ok(())
+    }
+
+    #[test]
+    fn every_replica_names_itself() {
+        let none = Resource::builder_empty().build();
+        let env = |k: &str| (k == "K8S_POD_NAME").then(|| "server-0".to_owned());
+        let ids = instance_identity(&none, &env);
+        assert!(ids.contains(&("service.instance.id", "server-0".to_owned())));
+        assert!(ids.contains(&("k8s.pod.name", "server-0".to_owned())));
+        let ids = instance_identity(&none, &|_| None);
+        assert_eq!(ids.len(), 1, "the host name, and no pod: {ids:?}");
+        let given = Resource::builder_empty()
+            .with_attribute(opentelemetry::KeyValue::new("service.instance.id", "r1"))
+            .build();
+        assert!(instance_identity(&given, &|_| None).is_empty());
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub struct TestServer {
     pub base: String,
 }
 
+/// Starts a server on the real model with `extra` flags (one more per call;
+/// compute threads are process-wide, so they stay as the first server set them).
+pub fn server_on(extra: &[&str]) -> TestServer {
+    server_with(extra)
+}
+
 /// Starts (once per test binary) a server on the real model with `extra` flags.
 pub fn server_with(extra: &[&str]) -> TestServer {
     let model = model_path();

@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::app::finish::{default_dir, finish, Destination, RunReport};
+use crate::measure::diagnose::{diagnose_run, Placement};
 use crate::measure::record::{RequestRecord, RunClock};
 use crate::measure::server::{scrape, server_view};
 use crate::measure::stats::{summarize, Slo, StepSummary};
@@ -196,6 +197,20 @@ pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
         steps: ran.outcomes.iter().map(WorkerStep::of).collect(),
     });
     let records: Vec<RequestRecord> = ran.outcomes.into_iter().flat_map(|o| o.records).collect();
+    let mut steps = ran.summaries;
+    let where_ran = Placement {
+        client_on_server_host: is_local(&p.target.base),
+        client_cores: crate::measure::usage::cores(),
+    };
+    let diagnosis = (!steps.is_empty()).then(|| {
+        diagnose_run(
+            &mut steps,
+            &ran.devices,
+            &ran.cpu_samples,
+            &records,
+            &where_ran,
+        )
+    });
     let result = RunResult {
         schema_version: report::SCHEMA_VERSION,
         run_id: uuid::Uuid::new_v4().to_string(),
@@ -208,13 +223,14 @@ pub async fn run(cli: Cli, progress: bool) -> anyhow::Result<RunReport> {
         },
         environment: environment(&cli, &p.facts, clock),
         sweep: ran.sweep,
-        steps: ran.summaries,
+        steps,
         device_samples: ran.devices,
         client_cpu_samples: ran.cpu_samples,
         database: None,
         requests: cli.save_requests.then(|| report::request_json(&records)),
         worker,
         merged_from: None,
+        diagnosis,
     };
     let place = Destination {
         output_dir: cli
@@ -283,6 +299,18 @@ async fn drive(cli: &Cli, p: &Prepared, progress: bool, clock: RunClock) -> anyh
         devices,
         cpu_samples: cpu.samples(),
     })
+}
+
+/// Whether `base` points at this host (loadgen then shares the server's CPUs).
+fn is_local(base: &str) -> bool {
+    let host = reqwest::Url::parse(base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let own = sysinfo::System::host_name().unwrap_or_default();
+    matches!(host.as_str(), "localhost" | "::1" | "[::1]")
+        || host.starts_with("127.")
+        || (!own.is_empty() && host == own)
 }
 
 fn unix_ns(t: SystemTime) -> u64 {

@@ -54,6 +54,12 @@ fn run_exit(done: anyhow::Result<finish::RunReport>) -> ExitCode {
         "{}",
         report::render_table(&done.result.steps, &done.result.sweep)
     );
+    if let Some(d) = &done.result.diagnosis {
+        println!("\n{}", diagnosis::render_text(d));
+        if let Some(sweep) = &d.sweep {
+            print!("{}", diagnosis::render_sweep_text(sweep));
+        }
+    }
     println!("results: {}", done.output_dir.display());
     if let Some(e) = &done.database_error {
         let spooled = done.spooled.first().map_or(String::new(), |p| {

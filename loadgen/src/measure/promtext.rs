@@ -137,6 +137,14 @@ impl Scrape {
         })
     }
 
+    /// The largest value of `name` among label sets matching `filter`.
+    pub fn max(&self, name: &str, filter: &[(&str, &str)]) -> Option<f64> {
+        self.matching(name, filter)
+            .map(|s| s.value)
+            .filter(|v| v.is_finite())
+            .reduce(f64::max)
+    }
+
     /// Mean over label sets (e.g. utilization over several GPUs).
     pub fn mean(&self, names: &[&str]) -> Option<f64> {
         names.iter().find_map(|n| {
@@ -204,6 +212,48 @@ impl Histogram {
     pub fn mean(&self) -> Option<f64> {
         (self.count > 0.0).then(|| self.sum / self.count)
     }
+
+    /// The `q` quantile, interpolated inside its bucket as Prometheus'
+    /// `histogram_quantile` does; `None` without samples.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.buckets.last().map(|b| b.1)?;
+        if total <= 0.0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total;
+        let mut prev = (0.0, 0.0);
+        for &(le, count) in &self.buckets {
+            if count >= rank {
+                if le.is_infinite() {
+                    return Some(prev.0); // above the last finite bound
+                }
+                let within = (rank - prev.1) / (count - prev.1).max(f64::MIN_POSITIVE);
+                return Some(prev.0 + (le - prev.0) * within);
+            }
+            prev = (le, count);
+        }
+        Some(prev.0)
+    }
+
+    /// Adds `other`'s counts (same bucket bounds) to these.
+    pub fn plus(&self, other: &Histogram) -> Histogram {
+        let count_at = |le: f64| {
+            other
+                .buckets
+                .iter()
+                .find(|(b, _)| *b == le)
+                .map_or(0.0, |(_, c)| *c)
+        };
+        Histogram {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(le, c)| (*le, c + count_at(*le)))
+                .collect(),
+            sum: self.sum + other.sum,
+            count: self.count + other.count,
+        }
+    }
 }
 
 /// How client-side samples compare with a server histogram over the same requests.
@@ -241,6 +291,28 @@ pub fn agreement(client: &[f64], server: &Histogram) -> Agreement {
         server_mean: server.mean(),
         worst_excess: worst,
         within_one_bucket: counts_match && worst <= 0.0,
+    }
+}
+
+#[cfg(test)]
+mod quantile_tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_inside_buckets() {
+        let h = Histogram {
+            buckets: vec![(1.0, 10.0), (2.0, 20.0), (f64::INFINITY, 20.0)],
+            sum: 25.0,
+            count: 20.0,
+        };
+        assert_eq!(h.quantile(0.5), Some(1.0));
+        assert_eq!(h.quantile(0.75), Some(1.5));
+        let empty = Histogram {
+            buckets: vec![(1.0, 0.0)],
+            sum: 0.0,
+            count: 0.0,
+        };
+        assert_eq!(empty.quantile(0.5), None);
     }
 }
 

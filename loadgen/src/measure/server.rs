@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::measure::promtext::{agreement, Agreement, Scrape};
+use diagnosis::Summary;
+
+use crate::measure::promtext::{agreement, Agreement, Histogram, Scrape};
 use crate::measure::record::RequestRecord;
 
 /// The server's own view of the step, from `/metrics` deltas.
@@ -13,11 +15,33 @@ use crate::measure::record::RequestRecord;
 pub struct ServerView {
     pub ttft: Option<Agreement>,
     pub e2e: Option<Agreement>,
-    /// Mean sequences per decode step: what batch size the server really ran.
+    /// Mean sequences per decoding step (decode and mixed steps): the batch
+    /// size the server really ran.
     pub decode_batch_size_mean: Option<f64>,
+    /// Time requests waited for admission (seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_time: Option<Summary>,
+    /// Steps that carried prompt tokens (prefill and mixed), seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_step: Option<Summary>,
+    /// Pure decode steps, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_step: Option<Summary>,
+}
+
+/// p50 and p99 of a histogram delta (Prometheus' interpolation).
+fn summary(h: Option<Histogram>) -> Option<Summary> {
+    let h = h?;
+    Some(Summary {
+        count: Some(h.count.round() as u64),
+        mean: h.mean(),
+        ..Summary::new(h.quantile(0.5)?, h.quantile(0.99)?)
+    })
 }
 
 const TTFT: &str = "gen_ai_server_time_to_first_token_seconds";
+const STEP: &str = "candlelight_step_duration_seconds";
+const STEP_KIND: &str = "candlelight_step_kind";
 const E2E: &str = "gen_ai_server_request_duration_seconds";
 
 /// Fetch and parse `/metrics`.
@@ -59,10 +83,21 @@ pub async fn server_view(
     };
     let ttft: Vec<f64> = records.iter().filter_map(|r| r.ttft()).collect();
     let e2e: Vec<f64> = ok.iter().map(|r| r.e2e()).collect();
-    let decode = [("candlelight_step_kind", "decode")];
+    let kind = |k: &'static str| [(STEP_KIND, k)];
+    let both = |name: &str, a: &'static str, b: &'static str| match (
+        delta(name, &kind(a)),
+        delta(name, &kind(b)),
+    ) {
+        (Some(x), Some(y)) => Some(x.plus(&y)),
+        (x, y) => x.or(y),
+    };
     Some(ServerView {
         ttft: delta(TTFT, &[]).map(|h| agreement(&ttft, &h)),
         e2e: delta(E2E, &[]).map(|h| agreement(&e2e, &h)),
-        decode_batch_size_mean: delta("candlelight_batch_size", &decode).and_then(|h| h.mean()),
+        decode_batch_size_mean: both("candlelight_batch_size", "decode", "mixed")
+            .and_then(|h| h.mean()),
+        queue_time: summary(delta("candlelight_queue_duration_seconds", &[])),
+        prefill_step: summary(both(STEP, "prefill", "mixed")),
+        decode_step: summary(delta(STEP, &kind("decode"))),
     })
 }

@@ -103,6 +103,56 @@ pub struct DeviceSample {
     pub gpu_util: Option<f64>,
     /// GPU memory in use, summed over GPUs, megabytes.
     pub gpu_mem_megabytes: Option<f64>,
+    /// The server's scheduler and host gauges at that moment (what the
+    /// diagnosis reads); absent when the server does not export them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gauges: Option<ServerGauges>,
+}
+
+/// Gauges of a candlelight server, as its `/metrics` had them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerGauges {
+    pub requests_waiting: Option<f64>,
+    pub requests_running: Option<f64>,
+    pub batch_limit: Option<f64>,
+    pub kv_cache_utilization: Option<f64>,
+    pub kv_cache_resident_bytes: Option<f64>,
+    /// Server process CPU, fraction of all its host's cores.
+    pub process_cpu: Option<f64>,
+    pub process_rss_bytes: Option<f64>,
+    /// Host CPU by mode, fractions of all cores.
+    pub host_busy: Option<f64>,
+    pub host_iowait: Option<f64>,
+    pub host_steal: Option<f64>,
+    pub host_cores: Option<f64>,
+    pub compute_threads: Option<f64>,
+    pub memory_limit_bytes: Option<f64>,
+    /// The busiest GPU's utilization (0..1).
+    pub gpu_utilization: Option<f64>,
+}
+
+impl ServerGauges {
+    /// `None` when the scrape has none of them (not a candlelight server).
+    fn from_scrape(s: &Scrape) -> Option<Self> {
+        let cpu = |mode: &'static str| s.max("system_cpu_utilization_ratio", &[("cpu_mode", mode)]);
+        let g = Self {
+            requests_waiting: s.max("candlelight_requests_waiting", &[]),
+            requests_running: s.max("candlelight_requests_running", &[]),
+            batch_limit: s.max("candlelight_batch_limit", &[]),
+            kv_cache_utilization: s.max("candlelight_kv_cache_utilization_ratio", &[]),
+            kv_cache_resident_bytes: s.max("candlelight_kv_cache_resident_bytes", &[]),
+            process_cpu: s.max("process_cpu_utilization_ratio", &[]),
+            process_rss_bytes: s.max("process_memory_usage_bytes", &[]),
+            host_busy: cpu("busy"),
+            host_iowait: cpu("iowait"),
+            host_steal: cpu("steal"),
+            host_cores: s.max("system_cpu_logical_count", &[]),
+            compute_threads: s.max("candlelight_compute_threads", &[]),
+            memory_limit_bytes: s.max("system_memory_limit_bytes", &[]),
+            gpu_utilization: s.max("hw_gpu_utilization_ratio", &[]),
+        };
+        (g != Self::default()).then_some(g)
+    }
 }
 
 fn unix_epoch() -> SystemTime {
@@ -127,6 +177,7 @@ impl DeviceSample {
                 .mean(&["hw_gpu_utilization_ratio", "hw_gpu_utilization"])
                 .map(|v| v * 100.0),
             gpu_mem_megabytes: s.sum(&["hw_gpu_memory_usage_bytes"]).map(|v| v / 1e6),
+            gauges: ServerGauges::from_scrape(s),
         }
     }
 }

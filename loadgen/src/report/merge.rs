@@ -329,6 +329,7 @@ fn merged_result(workers: &[Worker], steps: Vec<StepSummary>, t0: u64) -> RunRes
                 .map(|w| w.dir.display().to_string())
                 .collect(),
         ),
+        diagnosis: None,
     }
 }
 

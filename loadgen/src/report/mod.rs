@@ -94,6 +94,9 @@ pub struct RunResult {
     /// A merged run: the workers' output directories.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merged_from: Option<Vec<String>>,
+    /// What limited the run: every step's findings, and a sweep's verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<diagnosis::Diagnosis>,
 }
 
 pub fn request_json(records: &[RequestRecord]) -> Vec<RequestJson> {

@@ -110,6 +110,9 @@ pub struct StepSummary {
     /// Per turn index, for multi-turn conversations.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub turns: Vec<TurnSummary>,
+    /// What limited this step ([`crate::measure::diagnose`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<diagnosis::Diagnosis>,
 }
 
 /// Records inside the measurement window: sent (as scheduled) after the warmup
@@ -254,6 +257,7 @@ pub fn summarize(
         aborted: step.aborted.clone(),
         warnings: Vec::new(),
         turns: turns::by_turn(&c.window),
+        diagnosis: None,
     };
     s.warnings = warnings(&s);
     s

@@ -95,6 +95,10 @@ impl RunHistory {
             "server_info": r.environment.server_info,
             "sweep": r.sweep,
             "environment": r.environment,
+            "diagnosis": r.diagnosis.as_ref().map(|d| json!({
+                "status": d.status,
+                "sweep": d.sweep,
+            })),
         });
         let wall = humantime::parse_rfc3339(&r.environment.started_at)
             .unwrap_or_else(|_| SystemTime::now());
@@ -129,9 +133,28 @@ impl RunHistory {
             metadata,
             devices,
             steps,
-            findings: Vec::new(),
+            findings: findings_of(r),
         }
     }
+}
+
+/// One row per finding of every step's diagnosis.
+fn findings_of(r: &RunResult) -> Vec<FindingRow> {
+    r.steps
+        .iter()
+        .flat_map(|s| {
+            let findings = s.diagnosis.iter().flat_map(|d| d.findings.iter());
+            findings.map(|f| FindingRow {
+                step: Some(s.index as i32),
+                bottleneck: f.bottleneck.as_str().to_owned(),
+                severity: f.severity.as_str().to_owned(),
+                summary: f.summary.clone(),
+                evidence: serde_json::to_value(&f.evidence).unwrap_or(Value::Null),
+                remedies: serde_json::to_value(&f.remedies).unwrap_or(Value::Null),
+                trace_ids: f.trace_ids.clone(),
+            })
+        })
+        .collect()
 }
 
 fn pg_error(e: &tokio_postgres::Error) -> String {

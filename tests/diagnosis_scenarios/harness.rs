@@ -1,0 +1,187 @@
+//! Real processes for the diagnosis scenarios: the candlelight server binary
+//! (with the flags and fault switches a scenario needs), loadgen, and CPU
+//! burners. Each is killed on drop, on failure too.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use serde_json::Value;
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CANDLELIGHT_BIN")
+        .map(PathBuf::from)
+        .and_then(|b| b.parent().map(PathBuf::from))
+        .unwrap_or_else(|| super::common::repo_root().join("target/debug"))
+}
+
+fn binary(var: &str, name: &str) -> PathBuf {
+    let bin = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join(name));
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --workspace --bins` (or set {var})",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// The server binary on the real model.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Server {
+    /// `args` after the model, host, port and 2 threads; `env` on top of
+    /// OTLP export off (the scrape path is what loadgen reads).
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("candlelight-scenario-{port}.log"));
+        let file = std::fs::File::create(&log).expect("server log");
+        let mut cmd = Command::new(binary("CANDLELIGHT_BIN", "candlelight"));
+        cmd.args(["serve", "--model"])
+            .arg(super::common::model_path())
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--threads",
+                "2",
+            ])
+            .args(args)
+            .env("OTEL_TRACES_EXPORTER", "none")
+            .env("OTEL_METRICS_EXPORTER", "none")
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(file.try_clone().expect("log handle")))
+            .stderr(Stdio::from(file));
+        let server = Server {
+            child: cmd.spawn().expect("start candlelight"),
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            log,
+        };
+        super::common::wait_healthy(&server.url);
+        server
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Busy loops eating CPU beside the server: `taskset` pins them when `cpus` is set.
+pub struct Burner(Vec<Child>);
+
+impl Burner {
+    pub fn start(n: usize, cpus: Option<&str>) -> Burner {
+        let spawn = |_| {
+            let mut cmd = match cpus {
+                Some(c) => {
+                    let mut t = Command::new("taskset");
+                    t.args(["-c", c, "sh"]);
+                    t
+                }
+                None => Command::new("sh"),
+            };
+            cmd.args(["-c", "while :; do :; done"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start a CPU burner")
+        };
+        Burner((0..n).map(spawn).collect())
+    }
+}
+
+impl Drop for Burner {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs loadgen against `url` (pinned to `cpus` with taskset when set) and
+/// returns its `result.json`.
+pub fn loadgen(url: &str, args: &[&str], cpus: Option<&str>) -> Value {
+    let out = tempfile::tempdir().expect("temp dir");
+    let bin = binary("CANDLELIGHT_LOADGEN_BIN", "loadgen");
+    let mut cmd = match cpus {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.args(["-c", c]).arg(&bin);
+            t
+        }
+        None => Command::new(&bin),
+    };
+    cmd.args(["--url", url, "--wait", "60s", "--no-plots", "--no-progress"])
+        .args(["--sample-interval", "0.5s", "--ignore-eos", "--output-dir"])
+        .arg(out.path())
+        .args(args);
+    let started = Instant::now();
+    let done = cmd.output().expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "loadgen {args:?} failed ({:?}):\n{stdout}\n{}",
+        done.status,
+        String::from_utf8_lossy(&done.stderr)
+    );
+    eprintln!(
+        "loadgen {args:?} took {:.1} s:\n{stdout}",
+        started.elapsed().as_secs_f64()
+    );
+    let text = std::fs::read_to_string(out.path().join("result.json")).expect("result.json");
+    serde_json::from_str(&text).expect("result.json is JSON")
+}
+
+/// The bottlenecks a result's diagnosis named.
+pub fn bottlenecks(result: &Value) -> Vec<String> {
+    result["diagnosis"]["findings"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|x| x["bottleneck"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts the diagnosis named `want`, showing the whole diagnosis otherwise.
+pub fn expect_finding(result: &Value, want: &str) {
+    let found = bottlenecks(result);
+    assert!(
+        found.iter().any(|b| b == want),
+        "expected a `{want}` finding, got {found:?}:\n{}",
+        serde_json::to_string_pretty(&result["diagnosis"]).unwrap_or_default()
+    );
+}
+
+/// The first trace id of the first `want` finding.
+pub fn trace_of(result: &Value, want: &str) -> Option<String> {
+    result["diagnosis"]["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| f["bottleneck"] == want)?["trace_ids"][0]
+        .as_str()
+        .map(str::to_owned)
+}
