@@ -6,7 +6,8 @@
 //! On a shared machine wall time is noisy: `KERNELS_BENCH_THREADS=1` runs the kernels on
 //! the calling thread and adds its CPU time (from `/proc/thread-self/schedstat`), and
 //! `KERNELS_BENCH_FAST_ONLY=1` skips the scalar and candle columns,
-//! `KERNELS_BENCH_MODEL_ONLY=1` runs only the model-shaped pass.
+//! `KERNELS_BENCH_MODEL_ONLY=1` runs only the model-shaped pass and
+//! `KERNELS_BENCH_FORMATS_ONLY=1` only the per-format pass (every native GGUF type).
 
 use std::time::{Duration, Instant};
 
@@ -67,18 +68,38 @@ const SHAPES: &[Shape] = &[
 
 const BATCHES: &[usize] = &[1, 4, 16, 512];
 
+/// The GGUF types with native kernels, for the per-format pass.
+const FORMATS: &[GgmlDType] = &[
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q8_0,
+    GgmlDType::Q4K,
+    GgmlDType::Q5K,
+    GgmlDType::Q6K,
+];
+
+/// Byte offsets of a block's f16 scale fields and a sane range for each.
+fn f16_fields(dtype: GgmlDType) -> &'static [(usize, f32, f32)] {
+    match dtype {
+        GgmlDType::Q4_1 => &[(0, 0.001, 0.02), (2, -0.1, 0.0)],
+        GgmlDType::Q4K | GgmlDType::Q5K => &[(0, 0.0002, 0.002), (2, 0.0001, 0.004)],
+        GgmlDType::Q6K => &[(208, 0.00005, 0.0005)],
+        _ => &[(0, 0.001, 0.02)],
+    }
+}
+
 /// Random GGUF bytes with sane f16 scales.
 fn random_bytes(rng: &mut StdRng, shape: &Shape) -> Vec<u8> {
-    let blocks = shape.rows * shape.cols / 32;
-    let mut bytes = Vec::new();
-    for _ in 0..blocks {
-        bytes.extend_from_slice(&f16::from_f32(rng.random_range(0.001..0.02)).to_le_bytes());
-        if shape.dtype == GgmlDType::Q4_1 {
-            bytes.extend_from_slice(&f16::from_f32(rng.random_range(-0.1..0.0)).to_le_bytes());
-            bytes.extend((0..16).map(|_| rng.random::<u8>()));
-        } else {
-            bytes.extend((0..32).map(|_| rng.random::<u8>()));
+    let (block, size) = (shape.dtype.block_size(), shape.dtype.type_size());
+    let mut bytes = Vec::with_capacity(shape.rows * shape.cols / block * size);
+    for _ in 0..shape.rows * shape.cols / block {
+        let mut b: Vec<u8> = (0..size).map(|_| rng.random()).collect();
+        for &(at, lo, hi) in f16_fields(shape.dtype) {
+            let v = f16::from_f32(rng.random_range(lo..hi));
+            b[at..at + 2].copy_from_slice(&v.to_le_bytes());
         }
+        bytes.extend(b);
     }
     bytes
 }
@@ -123,10 +144,7 @@ fn bench_shape(
     rng: &mut StdRng,
 ) -> Result<Row> {
     let bytes = random_bytes(rng, shape);
-    let m = match shape.dtype {
-        GgmlDType::Q4_1 => QMatrix::from_q4_1_bytes(shape.rows, shape.cols, &bytes)?,
-        _ => QMatrix::from_q8_0_bytes(shape.rows, shape.cols, &bytes)?,
-    };
+    let m = QMatrix::from_gguf(shape.dtype, shape.rows, shape.cols, &bytes)?;
     let x: Vec<f32> = (0..n * shape.cols)
         .map(|_| rng.random_range(-1.0..1.0))
         .collect();
@@ -200,6 +218,10 @@ fn main() -> Result<()> {
         "cpu GF/s"
     );
     let model_only = std::env::var_os("KERNELS_BENCH_MODEL_ONLY").is_some();
+    let formats_only = std::env::var_os("KERNELS_BENCH_FORMATS_ONLY").is_some();
+    if formats_only {
+        return format_pass(budget, &mut rng);
+    }
     for shape in SHAPES.iter().filter(|_| !model_only) {
         for &n in BATCHES {
             let row = bench_shape(shape, n, budget, fast_only, &mut rng)?;
@@ -224,7 +246,56 @@ fn main() -> Result<()> {
             );
         }
     }
+    if !model_only {
+        format_pass(budget, &mut rng)?;
+    }
     model_pass(budget, &mut rng)?;
+    Ok(())
+}
+
+/// Each native format on one shape whose rows suit every type (K-quants need
+/// multiples of 256 columns): GFLOP/s by batch, and at batch 1 the rate weights
+/// stream at, with the bytes held per GGUF byte.
+fn format_pass(budget: Duration, rng: &mut StdRng) -> Result<()> {
+    println!(
+        "\nper format, 2048 x 1536 (GFLOP/s; n=1 also as weight GB/s)\n{:<6} {:>10} {:>9} | {:>8} {:>8} {:>8} {:>8} | {:>9}",
+        "type", "bytes/elt", "vs gguf", "n=1", "n=4", "n=16", "n=512", "n=1 GB/s"
+    );
+    let mut scratch = MatmulScratch::default();
+    for &dtype in FORMATS {
+        let shape = Shape {
+            name: "format",
+            rows: 2048,
+            cols: 1536,
+            dtype,
+        };
+        let bytes = random_bytes(rng, &shape);
+        let m = QMatrix::from_gguf(dtype, shape.rows, shape.cols, &bytes)?;
+        let elems = (shape.rows * shape.cols) as f64;
+        let mut rates = Vec::new();
+        for n in [1, 4, 16, 512] {
+            let x: Vec<f32> = (0..n * shape.cols)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let mut out = vec![0.0; n * shape.rows];
+            let (t, _) = time_it(budget, || m.matmul(&x, n, &mut out, &mut scratch));
+            rates.push((
+                2.0 * elems * n as f64 / t / 1e9,
+                m.size_bytes() as f64 / t / 1e9,
+            ));
+        }
+        println!(
+            "{:<6} {:>10.4} {:>8.3}x | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>9.1}",
+            m.format(),
+            m.size_bytes() as f64 / elems,
+            m.size_bytes() as f64 / bytes.len() as f64,
+            rates[0].0,
+            rates[1].0,
+            rates[2].0,
+            rates[3].0,
+            rates[0].1,
+        );
+    }
     Ok(())
 }
 
@@ -237,15 +308,18 @@ fn model_pass(budget: Duration, rng: &mut StdRng) -> Result<()> {
     let mut layers = Vec::new();
     for _ in 0..30 {
         for shape in layer_shapes {
-            layers.push(QMatrix::from_q4_1_bytes(
+            let bytes = random_bytes(rng, shape);
+            layers.push(QMatrix::from_gguf(
+                shape.dtype,
                 shape.rows,
                 shape.cols,
-                &random_bytes(rng, shape),
+                &bytes,
             )?);
         }
     }
     let head_shape = &SHAPES[5];
-    let head = QMatrix::from_q8_0_bytes(
+    let head = QMatrix::from_gguf(
+        head_shape.dtype,
         head_shape.rows,
         head_shape.cols,
         &random_bytes(rng, head_shape),

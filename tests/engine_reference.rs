@@ -211,8 +211,11 @@ fn teacher_force(m: LoadedModel, cases: &[GreedyCase]) -> f64 {
 }
 
 fn check_teacher_forcing(model: &Path, backend: BackendKind, reference: &str) {
+    check_teacher_forcing_on(load_with(model, backend), reference);
+}
+
+fn check_teacher_forcing_on(m: LoadedModel, reference: &str) {
     let cases: Vec<GreedyCase> = common::read_jsonl(reference);
-    let m = load_with(model, backend);
     for c in &cases {
         let ids = m
             .tokenizer
@@ -232,6 +235,62 @@ fn teacher_forced_greedy_tracks_llama_cpp_on_the_native_backend() {
 #[test]
 fn teacher_forced_greedy_tracks_llama_cpp_on_the_candle_backend() {
     check_teacher_forcing(&common::model_path(), BackendKind::Candle, "greedy.jsonl");
+}
+
+/// `models/SmolLM2-135M-Instruct.<TYPE>.gguf`, requantized from the default model
+/// by llama.cpp (`scripts/make-test-models.sh`).
+fn requantized(ty: &str) -> std::path::PathBuf {
+    let p = common::repo_root().join(format!("models/SmolLM2-135M-Instruct.{ty}.gguf"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/make-test-models.sh",
+        p.display()
+    );
+    p
+}
+
+/// A requantized file on `--backend auto`: the CPU picks the native backend, every
+/// matmul tensor type (`want`) keeps a native kernel (none is expanded to f32),
+/// and teacher forcing tracks llama.cpp's outputs for that file.
+fn check_requantized(ty: &str, want: &[&str]) {
+    let m = load_with(&requantized(ty), BackendKind::Auto);
+    let info = m.backend.info();
+    assert_eq!(
+        info.backend, "native",
+        "{ty}: --backend auto chose {}",
+        info.backend
+    );
+    let served: Vec<(&str, &str)> = info
+        .kernels
+        .iter()
+        .map(|k| (k.tensor_type.as_str(), k.kernel.as_str()))
+        .collect();
+    eprintln!("{ty}: {:?}", info.kernels);
+    let mut types: Vec<&str> = served.iter().map(|s| s.0).collect();
+    types.sort_unstable();
+    assert_eq!(types, want, "{ty}: matmul tensor types");
+    for (t, kernel) in &served {
+        assert!(
+            kernel.starts_with(&t.to_lowercase()) && !kernel.contains("dequantized"),
+            "{ty}: {t} is served by {kernel}, not a native kernel"
+        );
+    }
+    check_teacher_forcing_on(m, &format!("{ty}/greedy.jsonl"));
+}
+
+#[test]
+fn q4_k_m_file_runs_natively_and_tracks_llama_cpp() {
+    check_requantized("Q4_K_M", &["Q4_K", "Q5_0", "Q6_K", "Q8_0"]);
+}
+
+#[test]
+fn q4_0_file_runs_natively_and_tracks_llama_cpp() {
+    check_requantized("Q4_0", &["Q4_0", "Q8_0"]);
+}
+
+#[test]
+fn q8_0_file_runs_natively_and_tracks_llama_cpp() {
+    check_requantized("Q8_0", &["Q8_0"]);
 }
 
 /// Prefill of all positions agrees with token-by-token decode (same cache maths).

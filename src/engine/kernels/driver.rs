@@ -6,9 +6,9 @@
 use std::ops::Range;
 
 use super::blocks::{BlockQ8_1, QK};
-use super::dispatch::{GroupOut, Kernels};
-use super::packed::GROUP;
-use super::{pool, Weights, MAX_R};
+use super::kernel_set::{GroupOut, MAX_R};
+use super::pool;
+use super::tiles::GROUP;
 
 /// Below this many multiply-adds a matmul runs on the calling thread: waking the
 /// pool costs more than it saves.
@@ -43,58 +43,58 @@ impl<T> OutPtr<T> {
     }
 }
 
-/// Quantizes `x` (`n` rows of `nb` blocks) into `xq`, in parallel for large batches.
-pub fn quantize(kernels: &Kernels, x: &[f32], n: usize, nb: usize, xq: &mut [BlockQ8_1]) {
+/// Quantizes `x` (`n` rows of `nb` blocks) into `xq` with `quantize` (which takes
+/// whole rows), in parallel for large batches.
+pub fn quantize(
+    quantize: fn(&[f32], &mut [BlockQ8_1]),
+    x: &[f32],
+    n: usize,
+    nb: usize,
+    xq: &mut [BlockQ8_1],
+) {
     assert_eq!(xq.len(), n * nb, "quantize: output size");
     assert_eq!(x.len(), n * nb * QK, "quantize: input size");
     let threads = pool().threads();
     if threads == 1 || n * nb < PARALLEL_MIN_BLOCKS {
-        (kernels.quantize)(x, xq);
+        quantize(x, xq);
         return;
     }
     let per = n.div_ceil(threads * 4);
     super::parallel_chunks_mut(xq, per * nb, |c, dst| {
         let start = c * per * nb * QK;
-        (kernels.quantize)(&x[start..start + dst.len() * QK], dst);
+        quantize(&x[start..start + dst.len() * QK], dst);
     });
 }
 
 /// Everything a task needs to compute output columns for some groups.
-struct Job<'a> {
-    weights: &'a Weights,
-    kernels: &'a Kernels,
+struct Job<'a, G> {
+    /// Computes group `g` against activation rows `ra..ra + r` (`r <= MAX_R`) into
+    /// the first `r` rows of the buffer.
+    group: &'a G,
     rows: usize,
     nb: usize,
-    xq: &'a [BlockQ8_1],
     n: usize,
     out: OutPtr<f32>,
 }
 
-/// Computes `out` (`n x rows`) from quantized activations `xq` (`n x nb` blocks).
-pub fn run(
-    weights: &Weights,
-    kernels: &Kernels,
-    rows: usize,
-    cols: usize,
-    xq: &[BlockQ8_1],
-    n: usize,
-    out: &mut [f32],
-) {
+/// Computes `out` (`n x rows`) group by group with `group(g, ra, r, buf)` (see
+/// [`Job::group`]), for a matrix of `nb` blocks per row against `n` quantized
+/// activation rows. Generic rather than `dyn`: it runs once per group.
+pub fn run<G>(rows: usize, nb: usize, n: usize, out: &mut [f32], group: &G)
+where
+    G: Fn(usize, usize, usize, &mut GroupOut) + Sync,
+{
     assert_eq!(out.len(), n * rows, "matmul: output size");
-    let nb = cols / QK;
-    assert_eq!(xq.len(), n * nb, "matmul: activation size");
     let groups = rows.div_ceil(GROUP);
     let job = Job {
-        weights,
-        kernels,
+        group,
         rows,
         nb,
-        xq,
         n,
         out: OutPtr(out.as_mut_ptr()),
     };
     let threads = pool().threads();
-    if threads == 1 || rows * cols * n < PARALLEL_MIN_MACS || groups == 1 {
+    if threads == 1 || rows * nb * QK * n < PARALLEL_MIN_MACS || groups == 1 {
         job.groups(0..groups);
         return;
     }
@@ -127,7 +127,10 @@ pub fn run_f32(w: &[f32], rows: usize, cols: usize, x: &[f32], n: usize, out: &m
     }
 }
 
-impl Job<'_> {
+impl<G> Job<'_, G>
+where
+    G: Fn(usize, usize, usize, &mut GroupOut) + Sync,
+{
     fn groups(&self, groups: Range<usize>) {
         let act_tile = (ACT_TILE_BYTES / (self.nb * size_of::<BlockQ8_1>()))
             .max(1)
@@ -138,23 +141,10 @@ impl Job<'_> {
             for g in groups.clone() {
                 for ra in (r0..r1).step_by(MAX_R) {
                     let r = MAX_R.min(r1 - ra);
-                    self.kernel(g, ra, r, &mut buf);
+                    (self.group)(g, ra, r, &mut buf);
                     self.write(g, ra, r, &buf);
                 }
             }
-        }
-    }
-
-    fn kernel(&self, g: usize, ra: usize, r: usize, buf: &mut GroupOut) {
-        let nb = self.nb;
-        let xs = &self.xq[ra * nb..(ra + r) * nb];
-        let tiles = g * nb..(g + 1) * nb;
-        match self.weights {
-            Weights::Q4_1(t) => (self.kernels.q4_1)(&t[tiles], xs, r, buf),
-            Weights::Q8_0 { tiles: t, scales } => {
-                (self.kernels.q8_0)(&t[tiles.clone()], &scales[tiles], xs, r, buf)
-            }
-            Weights::F32(_) => unreachable!("f32 matrices do not quantize activations"),
         }
     }
 

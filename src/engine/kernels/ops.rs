@@ -8,7 +8,7 @@
 const LANES: usize = 16;
 
 /// Calls `fast::$f` where the CPU has AVX2 + FMA, else the portable `$f`.
-macro_rules! dispatch {
+macro_rules! avx2_or_portable {
     ($f:ident($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
@@ -27,7 +27,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "rms_norm: output length");
     let mean_sq = dot_f32(x, x) / x.len() as f32;
     let scale = 1.0 / (mean_sq + eps).sqrt();
-    dispatch!(scale_mul_impl(x, weight, scale, out))
+    avx2_or_portable!(scale_mul_impl(x, weight, scale, out))
 }
 
 /// SwiGLU for one row: `gate_up = [gate (ffn) | up (ffn)]`, `out = silu(gate) * up`.
@@ -35,52 +35,52 @@ pub fn silu_mul(gate_up: &[f32], ffn: usize, out: &mut [f32]) {
     assert_eq!(gate_up.len(), 2 * ffn, "silu_mul: gate_up length");
     assert_eq!(out.len(), ffn, "silu_mul: output length");
     let (gate, up) = gate_up.split_at(ffn);
-    dispatch!(silu_mul_impl(gate, up, out))
+    avx2_or_portable!(silu_mul_impl(gate, up, out))
 }
 
 /// Dot product of two equal-length rows.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f32: lengths");
-    dispatch!(dot_inline(a, b))
+    avx2_or_portable!(dot_inline(a, b))
 }
 
 /// `ln(Σ exp(x))`, shifted by the max so it cannot overflow (the log-partition
 /// of a row of logits). `-inf` for an empty row.
 pub fn log_sum_exp(x: &[f32]) -> f32 {
-    dispatch!(log_sum_exp_inline(x))
+    avx2_or_portable!(log_sum_exp_inline(x))
 }
 
 /// `y += alpha * x`.
 pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy_f32: lengths");
-    dispatch!(axpy_inline(alpha, x, y))
+    avx2_or_portable!(axpy_inline(alpha, x, y))
 }
 
 /// The same bodies, compiled with AVX2 + FMA enabled.
 #[cfg(target_arch = "x86_64")]
 mod fast {
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn scale_mul_impl(x: &[f32], w: &[f32], scale: f32, out: &mut [f32]) {
+    pub fn scale_mul_impl(x: &[f32], w: &[f32], scale: f32, out: &mut [f32]) {
         super::scale_mul_impl(x, w, scale, out)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn silu_mul_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    pub fn silu_mul_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
         super::silu_mul_impl(gate, up, out)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_inline(a: &[f32], b: &[f32]) -> f32 {
+    pub fn dot_inline(a: &[f32], b: &[f32]) -> f32 {
         super::dot_inline(a, b)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn log_sum_exp_inline(x: &[f32]) -> f32 {
+    pub fn log_sum_exp_inline(x: &[f32]) -> f32 {
         super::log_sum_exp_inline(x)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn axpy_inline(alpha: f32, x: &[f32], y: &mut [f32]) {
+    pub fn axpy_inline(alpha: f32, x: &[f32], y: &mut [f32]) {
         super::axpy_inline(alpha, x, y)
     }
 }

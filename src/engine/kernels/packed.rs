@@ -1,138 +1,125 @@
-//! Row-interleaved weight layout the kernels stream.
-//!
-//! Rows are taken 16 at a time (one "group", one AVX-512 lane per row). For each
-//! 32-element block of a group, the 16 rows' quants are transposed in 4-byte words,
-//! so vector `t` holds, in lane `i`, row `i`'s quant bytes `4t..4t+4`. A multiply-add
-//! with one broadcast 4-byte word of activations then yields 16 row partial sums at
-//! once, and the per-row scales apply lane-wise: no horizontal reductions.
-//!
-//! Q4_1 keeps GGML's byte packing inside a word (low nibble = element k, high nibble
-//! = element k + 16), so the layout is a pure transpose and needs no extra memory.
-//! Q8_0 quants are stored biased by +128 (as `u8`), the unsigned operand VNNI wants;
-//! kernels correct with `-128 * d * sum(x)`, exactly like Q4_1's `m * sum(x)` term.
-//! Rows past the end of the matrix are zero-padded (their outputs are dropped).
+//! A quantized matrix in tiles ([`super::tiles`]), built from GGUF bytes.
 
-use half::f16;
+use super::blocks::QK;
+use super::formats::{Format, RowOf, SuperRowOf};
+use super::tiles::{Quants, Scales, GROUP};
+use super::KernelError;
 
-use super::blocks::{BlockQ4_1, BlockQ8_0, QK};
+type SuperOf<F> = <<F as Format>::S as Scales>::Super;
 
-/// Rows per interleaved group.
-pub const GROUP: usize = 16;
-
-/// One 32-column block of a 16-row group of a Q4_1 matrix (320 bytes, like 16 GGML blocks).
-#[repr(C, align(64))]
-#[derive(Clone, Copy, Debug)]
-pub struct Q4_1Tile {
-    /// `qs[t][4 * i + e]` = byte `4t + e` of row `i`'s GGML `qs`.
-    pub qs: [[u8; 64]; 4],
-    pub d: [f16; GROUP],
-    pub m: [f16; GROUP],
+/// A `rows x (32·nb)` matrix of format `F`, group-major: the tiles of group `g` are
+/// `g·nb..(g + 1)·nb`, its super-block scales `g·nb/PER_SUPER..`.
+pub struct Packed<F: Format> {
+    rows: usize,
+    nb: usize,
+    quants: Vec<F::Q>,
+    scales: Vec<F::S>,
+    supers: Vec<SuperOf<F>>,
 }
 
-/// Quants of one 32-column block of a 16-row group of a Q8_0 matrix (512 bytes).
-#[repr(C, align(64))]
-#[derive(Clone, Copy, Debug)]
-pub struct Q8_0Tile {
-    /// `qs[t][4 * i + e]` = quant `4t + e` of row `i`, plus 128.
-    pub qs: [[u8; 64]; 8],
+/// One 16-row group's tiles: what a kernel call reads.
+pub struct GroupView<'a, F: Format> {
+    pub quants: &'a [F::Q],
+    pub scales: &'a [F::S],
+    /// Indexed by block `/ PER_SUPER`.
+    pub supers: &'a [SuperOf<F>],
 }
 
-/// The scales of one [`Q8_0Tile`], kept apart so tiles stay cache-line aligned.
-#[repr(C, align(32))]
-#[derive(Clone, Copy, Debug)]
-pub struct Q8_0Scales {
-    pub d: [f16; GROUP],
-}
-
-const _: () = assert!(std::mem::size_of::<Q4_1Tile>() == 20 * GROUP);
-const _: () = assert!(std::mem::size_of::<Q8_0Tile>() == 32 * GROUP);
-const _: () = assert!(std::mem::size_of::<Q8_0Scales>() == 2 * GROUP);
-
-/// Number of groups covering `rows`.
-pub fn groups(rows: usize) -> usize {
-    rows.div_ceil(GROUP)
-}
-
-/// Packs row-major GGML Q4_1 blocks (`rows * nb` of them) into tiles, group-major.
-pub fn pack_q4_1(blocks: &[BlockQ4_1], rows: usize, nb: usize) -> Vec<Q4_1Tile> {
-    let zero = Q4_1Tile {
-        qs: [[0; 64]; 4],
-        d: [f16::ZERO; GROUP],
-        m: [f16::ZERO; GROUP],
-    };
-    let mut tiles = vec![zero; groups(rows) * nb];
-    for (j, row) in blocks.chunks_exact(nb).enumerate() {
-        let (g, i) = (j / GROUP, j % GROUP);
-        for (b, blk) in row.iter().enumerate() {
-            let tile = &mut tiles[g * nb + b];
-            tile.d[i] = blk.d;
-            tile.m[i] = blk.m;
-            for (t, word) in blk.qs.chunks_exact(4).enumerate() {
-                tile.qs[t][4 * i..4 * i + 4].copy_from_slice(word);
-            }
-        }
+// By hand: derives would require `F: Copy`, but only references are copied.
+impl<F: Format> Clone for GroupView<'_, F> {
+    fn clone(&self) -> Self {
+        *self
     }
-    tiles
 }
+impl<F: Format> Copy for GroupView<'_, F> {}
 
-/// Packs row-major GGML Q8_0 blocks into biased tiles and their scales, group-major.
-pub fn pack_q8_0(blocks: &[BlockQ8_0], rows: usize, nb: usize) -> (Vec<Q8_0Tile>, Vec<Q8_0Scales>) {
-    // Padding rows hold quant 0, i.e. biased byte 128.
-    let mut tiles = vec![Q8_0Tile { qs: [[128; 64]; 8] }; groups(rows) * nb];
-    let mut scales = vec![
-        Q8_0Scales {
-            d: [f16::ZERO; GROUP]
+impl<F: Format> Packed<F> {
+    /// Packs a GGUF tensor's bytes (`rows` rows of `cols` elements).
+    pub fn from_gguf(rows: usize, cols: usize, bytes: &[u8]) -> Result<Self, KernelError> {
+        let per = F::S::PER_SUPER;
+        let block = QK * per;
+        if !cols.is_multiple_of(block) {
+            return Err(KernelError::ColsNotBlockAligned {
+                format: F::NAME,
+                cols,
+                block,
+            });
+        }
+        let expected = rows * cols / block * F::BLOCK_BYTES;
+        if bytes.len() != expected {
+            return Err(KernelError::SizeMismatch {
+                format: F::NAME,
+                rows,
+                cols,
+                expected,
+                got: bytes.len(),
+            });
+        }
+        let nb = cols / QK;
+        let groups = rows.div_ceil(GROUP);
+        let mut m = Self {
+            rows,
+            nb,
+            quants: vec![F::Q::ZERO; groups * nb],
+            scales: vec![F::S::ZERO; groups * nb],
+            supers: vec![F::S::ZERO_SUPER; groups * nb / per],
         };
-        groups(rows) * nb
-    ];
-    for (j, row) in blocks.chunks_exact(nb).enumerate() {
-        let (g, i) = (j / GROUP, j % GROUP);
-        for (b, blk) in row.iter().enumerate() {
-            scales[g * nb + b].d[i] = blk.d;
-            let tile = &mut tiles[g * nb + b];
-            for (t, word) in blk.qs.chunks_exact(4).enumerate() {
-                for (e, &q) in word.iter().enumerate() {
-                    tile.qs[t][4 * i + e] = (q as u8) ^ 0x80;
+        let mut q = vec![[0u8; QK]; per];
+        let mut row = vec![RowOf::<F>::default(); per];
+        let mut sup = SuperRowOf::<F>::default();
+        let row_bytes = cols / block * F::BLOCK_BYTES;
+        for (j, row_data) in bytes.chunks_exact(row_bytes.max(1)).enumerate() {
+            let (g, i) = (j / GROUP, j % GROUP);
+            for (s, b) in row_data.chunks_exact(F::BLOCK_BYTES).enumerate() {
+                F::decode(b, &mut q, &mut row, &mut sup);
+                F::S::set_super(&mut m.supers[g * nb / per + s], i, sup);
+                for (k, (qk, rk)) in q.iter().zip(&row).enumerate() {
+                    let at = g * nb + s * per + k;
+                    m.quants[at].set(i, qk);
+                    m.scales[at].set(i, *rk);
                 }
             }
         }
+        Ok(m)
     }
-    (tiles, scales)
-}
 
-/// Recovers GGML block `b` of row `j` from Q4_1 tiles.
-pub fn unpack_q4_1(tiles: &[Q4_1Tile], nb: usize, j: usize, b: usize) -> BlockQ4_1 {
-    let (g, i) = (j / GROUP, j % GROUP);
-    let tile = &tiles[g * nb + b];
-    let mut qs = [0u8; QK / 2];
-    for (t, word) in qs.chunks_exact_mut(4).enumerate() {
-        word.copy_from_slice(&tile.qs[t][4 * i..4 * i + 4]);
+    pub fn rows(&self) -> usize {
+        self.rows
     }
-    BlockQ4_1 {
-        d: tile.d[i],
-        m: tile.m[i],
-        qs,
-    }
-}
 
-/// Recovers GGML block `b` of row `j` from Q8_0 tiles and scales.
-pub fn unpack_q8_0(
-    tiles: &[Q8_0Tile],
-    scales: &[Q8_0Scales],
-    nb: usize,
-    j: usize,
-    b: usize,
-) -> BlockQ8_0 {
-    let (g, i) = (j / GROUP, j % GROUP);
-    let tile = &tiles[g * nb + b];
-    let mut qs = [0i8; QK];
-    for (t, word) in qs.chunks_exact_mut(4).enumerate() {
-        for (e, q) in word.iter_mut().enumerate() {
-            *q = (tile.qs[t][4 * i + e] ^ 0x80) as i8;
+    /// Blocks of 32 per row.
+    pub fn blocks(&self) -> usize {
+        self.nb
+    }
+
+    /// Group `g`'s tiles.
+    pub fn group(&self, g: usize) -> GroupView<'_, F> {
+        let (nb, per) = (self.nb, F::S::PER_SUPER);
+        GroupView {
+            quants: &self.quants[g * nb..(g + 1) * nb],
+            scales: &self.scales[g * nb..(g + 1) * nb],
+            supers: &self.supers[g * nb / per..(g + 1) * nb / per],
         }
     }
-    BlockQ8_0 {
-        d: scales[g * nb + b].d[i],
-        qs,
+
+    /// Bytes held, including the zero rows that pad the last group.
+    pub fn size_bytes(&self) -> usize {
+        size_of_val(self.quants.as_slice())
+            + size_of_val(self.scales.as_slice())
+            + size_of_val(self.supers.as_slice())
+    }
+
+    /// Row `j` in f32, exactly as GGML dequantizes it.
+    pub fn dequantize_row(&self, j: usize, out: &mut [f32]) {
+        let (g, i) = (j / GROUP, j % GROUP);
+        let view = self.group(g);
+        for (b, o) in out.chunks_exact_mut(QK).enumerate() {
+            let q = view.quants[b].get(i);
+            let s = view.scales[b].row(&view.supers[b / F::S::PER_SUPER], i);
+            for (k, (o, &q)) in o.iter_mut().zip(&q).enumerate() {
+                let h = k / (QK / 2);
+                *o = s.d[h] * (f32::from(q) - F::OFFSET as f32) + s.m[h];
+            }
+        }
     }
 }

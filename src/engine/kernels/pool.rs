@@ -212,3 +212,97 @@ impl Drop for Close<'_> {
         pool.job.store(std::ptr::null_mut(), SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts a chunk as running from creation until drop (unwinding included).
+    struct Running<'a>(&'a AtomicUsize);
+
+    impl<'a> Running<'a> {
+        fn enter(count: &'a AtomicUsize) -> Self {
+            count.fetch_add(1, SeqCst);
+            Self(count)
+        }
+    }
+
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// The job handoff under stress: several threads submit many short jobs at once,
+    /// some chunks panic and some nest a section of their own. Every chunk of every
+    /// job runs exactly once (at most once after a panic); no chunk of a job is still running when its `run`
+    /// returns or unwinds (the job lives on the caller's stack); a panic reaches its
+    /// own caller only; and the pool keeps working.
+    #[test]
+    fn job_handoff_survives_many_short_jobs_panics_and_nesting() {
+        let pool = Pool::new(4).expect("pool");
+        std::thread::scope(|s| {
+            for caller in 0..4usize {
+                s.spawn(move || {
+                    for round in 0..1500usize {
+                        let chunks = 1 + (round * 7 + caller) % 13;
+                        let hits: Vec<AtomicUsize> =
+                            (0..chunks).map(|_| AtomicUsize::new(0)).collect();
+                        let nested = AtomicUsize::new(0);
+                        let running = AtomicUsize::new(0);
+                        let panic_at = (round % 100 == 37).then_some(round % chunks);
+                        let nest = round % 5 == 2;
+                        let result = catch_unwind(AssertUnwindSafe(|| {
+                            pool.run(chunks, &|i| {
+                                let _running = Running::enter(&running);
+                                hits[i].fetch_add(1, Relaxed);
+                                if nest {
+                                    // Runs inline: the pool is busy with this job.
+                                    pool.run(3, &|_| {
+                                        nested.fetch_add(1, Relaxed);
+                                    });
+                                }
+                                if panic_at == Some(i) {
+                                    panic!("chunk {i} of round {round} (expected)");
+                                }
+                            })
+                        }));
+                        assert_eq!(running.load(SeqCst), 0, "a chunk outlived its run");
+                        assert_eq!(result.is_err(), panic_at.is_some(), "round {round}");
+                        // A caller that runs its job inline stops at the panic.
+                        let ran: Vec<usize> = hits.iter().map(|h| h.load(Relaxed)).collect();
+                        if let Some(p) = panic_at {
+                            assert!(ran[p] == 1 && ran.iter().all(|&h| h <= 1), "round {round}");
+                        } else {
+                            assert!(ran.iter().all(|&h| h == 1), "round {round}: {ran:?}");
+                            let want = if nest { 3 * chunks } else { 0 };
+                            assert_eq!(nested.load(Relaxed), want, "round {round}");
+                        }
+                    }
+                });
+            }
+        });
+        // The pool is idle and whole afterwards: a job still reaches every chunk.
+        let sum = AtomicUsize::new(0);
+        pool.run(64, &|i| {
+            sum.fetch_add(i, Relaxed);
+        });
+        assert_eq!(sum.into_inner(), 64 * 63 / 2);
+    }
+
+    /// A job's borrowed data may be freed as soon as `run` returns: run many jobs
+    /// whose closures own fresh heap data and check each saw its own.
+    #[test]
+    fn each_job_sees_only_its_own_borrowed_data() {
+        let pool = Pool::new(3).expect("pool");
+        for round in 0..3000usize {
+            let data: Vec<usize> = vec![round; 8];
+            let seen = AtomicUsize::new(0);
+            pool.run(8, &|i| {
+                seen.fetch_add(data[i], Relaxed);
+            });
+            drop(data);
+            assert_eq!(seen.into_inner(), 8 * round);
+        }
+    }
+}

@@ -1,55 +1,40 @@
 //! Portable kernels: the fallback path and the oracle the SIMD paths are tested against.
 //!
-//! Each kernel computes one 16-row group against `r <= MAX_R` activation rows; see
-//! [`super::packed`] for the layout.
+//! One generic kernel computes a 16-row group of any format against `r <= MAX_R`
+//! activation rows, straight from the definitions in [`super::tiles`].
 
-use super::blocks::{BlockQ8_1, QK};
-use super::packed::{Q4_1Tile, Q8_0Scales, Q8_0Tile, GROUP};
-use super::MAX_R;
+use super::blocks::QK;
+use super::formats::Format;
+use super::kernel_set::{Acts, GroupOut};
+use super::packed::GroupView;
+use super::tiles::{Quants, Scales, GROUP};
 
-/// Q4_1 group kernel: `out[ri][i] = dot(row i, activation row ri)`.
-pub fn q4_1_group(tiles: &[Q4_1Tile], xs: &[BlockQ8_1], r: usize, out: &mut [[f32; GROUP]; MAX_R]) {
-    let nb = tiles.len();
-    for (x, o) in xs.chunks_exact(nb).take(r).zip(out.iter_mut()) {
+/// `out[ri][i] = dot(row i, activation row ri)` for `ri < r`.
+pub fn group<F: Format>(w: GroupView<'_, F>, xs: Acts<'_>, r: usize, out: &mut GroupOut) {
+    let nb = w.quants.len();
+    let offset = F::OFFSET as f32;
+    for (ri, o) in out.iter_mut().enumerate().take(r) {
         *o = [0.0; GROUP];
-        for (tile, xb) in tiles.iter().zip(x) {
+        for (b, (tile, scales)) in w.quants.iter().zip(w.scales).enumerate() {
+            let xb = &xs.q[ri * nb + b];
+            let sup = &w.supers[b / F::S::PER_SUPER];
             for (i, acc) in o.iter_mut().enumerate() {
-                let mut isum = 0i32;
-                for t in 0..4 {
-                    for e in 0..4 {
-                        let q = tile.qs[t][4 * i + e];
-                        let k = 4 * t + e;
-                        isum += i32::from(q & 0x0F) * i32::from(xb.qs[k])
-                            + i32::from(q >> 4) * i32::from(xb.qs[k + QK / 2]);
-                    }
+                let q = tile.get(i);
+                let mut isum = [0i32; 2];
+                for (k, (&q, &x)) in q.iter().zip(&xb.qs).enumerate() {
+                    isum[k / (QK / 2)] += i32::from(q) * i32::from(x);
                 }
-                *acc += tile.d[i].to_f32() * xb.d * isum as f32 + tile.m[i].to_f32() * xb.s;
-            }
-        }
-    }
-}
-
-/// Q8_0 group kernel (quants biased by +128, see [`super::packed`]).
-pub fn q8_0_group(
-    tiles: &[Q8_0Tile],
-    scales: &[Q8_0Scales],
-    xs: &[BlockQ8_1],
-    r: usize,
-    out: &mut [[f32; GROUP]; MAX_R],
-) {
-    let nb = tiles.len();
-    for (x, o) in xs.chunks_exact(nb).take(r).zip(out.iter_mut()) {
-        *o = [0.0; GROUP];
-        for ((tile, sc), xb) in tiles.iter().zip(scales).zip(x) {
-            for (i, acc) in o.iter_mut().enumerate() {
-                let mut isum = 0i32;
-                for t in 0..8 {
-                    for e in 0..4 {
-                        let q = i32::from(tile.qs[t][4 * i + e]) - 128;
-                        isum += q * i32::from(xb.qs[4 * t + e]);
+                let s = scales.row(sup, i);
+                if F::S::SPLIT {
+                    let halves = xs.halves[ri * nb + b];
+                    for h in 0..2 {
+                        *acc +=
+                            s.d[h] * xb.d * isum[h] as f32 + (s.m[h] - offset * s.d[h]) * halves[h];
                     }
+                } else {
+                    *acc += s.d[0] * xb.d * (isum[0] + isum[1]) as f32
+                        + (s.m[0] - offset * s.d[0]) * xb.s;
                 }
-                *acc += sc.d[i].to_f32() * xb.d * isum as f32;
             }
         }
     }

@@ -1,70 +1,226 @@
-//! AVX-512 VNNI kernels: 16 weight rows per 512-bit vector, `vpdpbusd` for the int8 dots.
+//! AVX-512 VNNI kernels: 16 weight rows per 512-bit vector, `vpdpbusd` for the int8
+//! dots. One generic kernel serves every format; the tile types say how to widen
+//! their quants to bytes ([`Quants512`]) and their scales to f32 lanes ([`Scales512`]).
 
 use std::arch::x86_64::*;
 
 use super::blocks::BlockQ8_1;
-use super::dispatch::{GroupOut, Kernels};
-use super::packed::{Q4_1Tile, Q8_0Scales, Q8_0Tile};
+use super::formats::Format;
+use super::kernel_set::{Acts, GroupOut, Kernels};
+use super::packed::GroupView;
+use super::tiles::{
+    Byte8, F16Scales, F16ScalesMins, K6Scales, KScalesMins, Nib4, Nib5, Nib6, Quants, Scales,
+};
 
-/// The kernel set, if the running CPU has AVX-512 F/BW/VNNI.
+/// The kernel set, if the running CPU has AVX-512 F/BW/VNNI (and the AVX2 set, whose
+/// activation quantizer this level shares).
 pub fn detect() -> Option<Kernels> {
     let ok = is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vnni");
+        && is_x86_feature_detected!("avx512vnni")
+        && super::x86_avx2::detect().is_some();
     ok.then_some(Kernels {
         level: super::SimdLevel::Avx512Vnni,
-        q4_1: q4_1_group,
-        q8_0: q8_0_group,
         quantize: super::x86_avx2::quantize_row,
     })
 }
 
-/// Little-endian 4-byte word of activation quants starting at `at`.
-#[inline(always)]
-fn word(qs: &[i8; 32], at: usize) -> i32 {
-    i32::from_le_bytes([
-        qs[at] as u8,
-        qs[at + 1] as u8,
-        qs[at + 2] as u8,
-        qs[at + 3] as u8,
-    ])
+/// Quants as this level reads them.
+pub trait Quants512: Quants {
+    /// Word `t`'s quants of the 16 rows as unsigned bytes: `[lo, hi]`, lane `i`
+    /// holding row `i`'s elements `4t..4t + 4` and `16 + 4t..16 + 4t + 4`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512 F and BW.
+    unsafe fn words(&self, t: usize) -> [__m512i; 2];
 }
 
-fn q4_1_group(tiles: &[Q4_1Tile], xs: &[BlockQ8_1], r: usize, out: &mut GroupOut) {
-    // SAFETY: this function is only reachable through the `Kernels` that `detect`
-    // returns after confirming the CPU features the callee enables.
-    unsafe {
-        match r {
-            1 => q4_1_rows::<1>(tiles, xs, out),
-            2 => q4_1_rows::<2>(tiles, xs, out),
-            3 => q4_1_rows::<3>(tiles, xs, out),
-            4 => q4_1_rows::<4>(tiles, xs, out),
-            5 => q4_1_rows::<5>(tiles, xs, out),
-            6 => q4_1_rows::<6>(tiles, xs, out),
-            7 => q4_1_rows::<7>(tiles, xs, out),
-            _ => q4_1_rows::<8>(tiles, xs, out),
+/// The 16 rows' scales as f32 lanes, per 16-element half (`[1]` is used only by
+/// formats with [`Scales::SPLIT`]); `m` is zero for formats without mins.
+pub struct Lanes {
+    d: [__m512; 2],
+    m: [__m512; 2],
+}
+
+/// Scales as this level reads them.
+pub trait Scales512: Scales {
+    /// This block's scales, given its super-block's.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512 F.
+    unsafe fn lanes(&self, sup: &Self::Super) -> Lanes;
+}
+
+/// Low and high nibbles of one 64-byte word vector.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn nibbles(p: &[u8; 64]) -> [__m512i; 2] {
+    // SAFETY: quant tiles are 64-byte aligned and each word vector is 64 bytes.
+    let p = unsafe { _mm512_load_si512(p.as_ptr().cast()) };
+    let mask = _mm512_set1_epi8(0x0F);
+    [
+        _mm512_and_si512(p, mask),
+        _mm512_and_si512(_mm512_srli_epi16(p, 4), mask),
+    ]
+}
+
+impl Quants512 for Nib4 {
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn words(&self, t: usize) -> [__m512i; 2] {
+        nibbles(&self.qs[t])
+    }
+}
+
+impl Quants512 for Nib5 {
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn words(&self, t: usize) -> [__m512i; 2] {
+        let [lo, hi] = nibbles(&self.qs[t]);
+        let bit = _mm512_set1_epi8(0x10);
+        // The fifth bits are byte masks already: add 16 where set.
+        [
+            _mm512_mask_add_epi8(lo, self.high[t], lo, bit),
+            _mm512_mask_add_epi8(hi, self.high[4 + t], hi, bit),
+        ]
+    }
+}
+
+impl Quants512 for Nib6 {
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn words(&self, t: usize) -> [__m512i; 2] {
+        let [lo, hi] = nibbles(&self.qs[t]);
+        // SAFETY: as in `nibbles`.
+        let h = unsafe { _mm512_load_si512(self.high[t / 2].as_ptr().cast()) };
+        // Move this word's top bits (at bits 4v, 4v + 2 of each byte) to bits 4..6.
+        let (hl, hh) = if t.is_multiple_of(2) {
+            (_mm512_slli_epi16(h, 4), _mm512_slli_epi16(h, 2))
+        } else {
+            (h, _mm512_srli_epi16(h, 2))
+        };
+        let top = _mm512_set1_epi8(0x30);
+        // 0xF8: a | (b & c).
+        [
+            _mm512_ternarylogic_epi32(lo, hl, top, 0xF8),
+            _mm512_ternarylogic_epi32(hi, hh, top, 0xF8),
+        ]
+    }
+}
+
+impl Quants512 for Byte8 {
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn words(&self, t: usize) -> [__m512i; 2] {
+        // SAFETY: each `qs[t]` is 64 bytes at a 64-byte aligned address.
+        unsafe {
+            [
+                _mm512_load_si512(self.qs[t].as_ptr().cast()),
+                _mm512_load_si512(self.qs[t + 4].as_ptr().cast()),
+            ]
         }
     }
 }
 
-fn q8_0_group(
-    tiles: &[Q8_0Tile],
-    scales: &[Q8_0Scales],
-    xs: &[BlockQ8_1],
-    r: usize,
-    out: &mut GroupOut,
-) {
-    // SAFETY: as in `q4_1_group`: reachable only after `detect` confirmed the features.
+/// 16 f16 values (32 bytes, 32-byte aligned) as f32 lanes.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn f16x16(v: &[half::f16; 16]) -> __m512 {
+    // SAFETY: scale structs are 32-byte aligned and hold 16 f16 at 32-byte offsets.
+    _mm512_cvtph_ps(unsafe { _mm256_load_si256(v.as_ptr().cast()) })
+}
+
+/// 16 small integers (16 bytes, 16-byte aligned) as f32 lanes.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn u8x16(v: &[u8; 16]) -> __m512 {
+    // SAFETY: 16 bytes at a 16-byte aligned offset of a 32-byte aligned struct.
+    _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(unsafe {
+        _mm_load_si128(v.as_ptr().cast())
+    }))
+}
+
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn i8x16(v: &[i8; 16]) -> __m512 {
+    // SAFETY: as in `u8x16`.
+    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(unsafe {
+        _mm_load_si128(v.as_ptr().cast())
+    }))
+}
+
+impl Scales512 for F16Scales {
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn lanes(&self, _: &()) -> Lanes {
+        let d = f16x16(&self.d);
+        let zero = _mm512_setzero_ps();
+        Lanes {
+            d: [d; 2],
+            m: [zero; 2],
+        }
+    }
+}
+
+impl Scales512 for F16ScalesMins {
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn lanes(&self, _: &()) -> Lanes {
+        Lanes {
+            d: [f16x16(&self.d); 2],
+            m: [f16x16(&self.m); 2],
+        }
+    }
+}
+
+impl Scales512 for KScalesMins {
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn lanes(&self, sup: &F16ScalesMins) -> Lanes {
+        let d = _mm512_mul_ps(f16x16(&sup.d), u8x16(&self.sc));
+        let m = _mm512_mul_ps(f16x16(&sup.m), u8x16(&self.mn));
+        let m = _mm512_sub_ps(_mm512_setzero_ps(), m);
+        Lanes {
+            d: [d; 2],
+            m: [m; 2],
+        }
+    }
+}
+
+impl Scales512 for K6Scales {
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn lanes(&self, sup: &F16Scales) -> Lanes {
+        let d = f16x16(&sup.d);
+        let zero = _mm512_setzero_ps();
+        Lanes {
+            d: [
+                _mm512_mul_ps(d, i8x16(&self.sc[0])),
+                _mm512_mul_ps(d, i8x16(&self.sc[1])),
+            ],
+            m: [zero; 2],
+        }
+    }
+}
+
+/// Group kernel for any format, over `r <= MAX_R` activation rows.
+pub fn group<F: Format>(w: GroupView<'_, F>, xs: Acts<'_>, r: usize, out: &mut GroupOut)
+where
+    F::Q: Quants512,
+    F::S: Scales512,
+{
+    // SAFETY: reachable only through `select::group_kernel` with the `Kernels` that
+    // `detect` returns after confirming the CPU features `rows` enables.
     unsafe {
         match r {
-            1 => q8_0_rows::<1>(tiles, scales, xs, out),
-            2 => q8_0_rows::<2>(tiles, scales, xs, out),
-            3 => q8_0_rows::<3>(tiles, scales, xs, out),
-            4 => q8_0_rows::<4>(tiles, scales, xs, out),
-            5 => q8_0_rows::<5>(tiles, scales, xs, out),
-            6 => q8_0_rows::<6>(tiles, scales, xs, out),
-            7 => q8_0_rows::<7>(tiles, scales, xs, out),
-            _ => q8_0_rows::<8>(tiles, scales, xs, out),
+            1 => rows::<F, 1>(w, xs, out),
+            2 => rows::<F, 2>(w, xs, out),
+            3 => rows::<F, 3>(w, xs, out),
+            4 => rows::<F, 4>(w, xs, out),
+            5 => rows::<F, 5>(w, xs, out),
+            6 => rows::<F, 6>(w, xs, out),
+            7 => rows::<F, 7>(w, xs, out),
+            _ => rows::<F, 8>(w, xs, out),
         }
     }
 }
@@ -81,92 +237,68 @@ fn prefetch<T>(p: *const T, bytes: usize) {
     }
 }
 
-/// One 16-row Q4_1 group against `R` activation rows (`xs` holds `R * tiles.len()` blocks).
+/// One 16-row group against `R` activation rows (`xs` holds `R * tiles` blocks).
+// `r` and `h` index several arrays at once.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn q4_1_rows<const R: usize>(tiles: &[Q4_1Tile], xs: &[BlockQ8_1], out: &mut GroupOut) {
-    let nb = tiles.len();
-    let rows: [&[BlockQ8_1]; R] = std::array::from_fn(|r| &xs[r * nb..(r + 1) * nb]);
-    let nibble = _mm512_set1_epi8(0x0F);
+fn rows<F: Format, const R: usize>(w: GroupView<'_, F>, xs: Acts<'_>, out: &mut GroupOut)
+where
+    F::Q: Quants512,
+    F::S: Scales512,
+{
+    let nb = w.quants.len();
+    let split = F::S::SPLIT;
+    // With per-16 scales the hi words accumulate apart from the lo words.
+    let hi_slot = usize::from(split);
+    let rows: [&[BlockQ8_1]; R] = std::array::from_fn(|r| &xs.q[r * nb..(r + 1) * nb]);
+    let sums: [&[[f32; 2]]; R] = std::array::from_fn(|r| {
+        if split {
+            &xs.halves[r * nb..(r + 1) * nb]
+        } else {
+            &[]
+        }
+    });
+    let offset = _mm512_set1_ps(-(F::OFFSET as f32));
     let mut acc = [_mm512_setzero_ps(); R];
-    for (b, tile) in tiles.iter().enumerate() {
+    for (b, (tile, scales)) in w.quants.iter().zip(w.scales).enumerate() {
         if R <= 2 {
             // The next group's tiles follow this group's in memory.
             prefetch(
-                tiles.as_ptr().wrapping_add(b + PREFETCH_TILES),
-                size_of::<Q4_1Tile>(),
+                w.quants.as_ptr().wrapping_add(b + PREFETCH_TILES),
+                size_of::<F::Q>(),
             );
-        }
-        // SAFETY: tiles are 64-byte aligned; `d` and `m` sit at 32-byte aligned offsets
-        // and are 32 bytes long; each `qs[t]` is 64 aligned bytes.
-        let (d, m) = unsafe {
-            (
-                _mm512_cvtph_ps(_mm256_load_si256(tile.d.as_ptr().cast())),
-                _mm512_cvtph_ps(_mm256_load_si256(tile.m.as_ptr().cast())),
-            )
-        };
-        let mut isum = [_mm512_setzero_si512(); R];
-        for t in 0..4 {
-            // SAFETY: see above.
-            let p = unsafe { _mm512_load_si512(tile.qs[t].as_ptr().cast()) };
-            let lo = _mm512_and_si512(p, nibble);
-            let hi = _mm512_and_si512(_mm512_srli_epi16(p, 4), nibble);
-            for r in 0..R {
-                let xq = &rows[r][b].qs;
-                isum[r] = _mm512_dpbusd_epi32(isum[r], lo, _mm512_set1_epi32(word(xq, 4 * t)));
-                isum[r] = _mm512_dpbusd_epi32(isum[r], hi, _mm512_set1_epi32(word(xq, 16 + 4 * t)));
-            }
-        }
-        for r in 0..R {
-            let xb = &rows[r][b];
-            let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[r]), d);
-            acc[r] = _mm512_fmadd_ps(scaled, _mm512_set1_ps(xb.d), acc[r]);
-            acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(xb.s), acc[r]);
-        }
-    }
-    for r in 0..R {
-        // SAFETY: `out[r]` holds exactly 16 f32.
-        unsafe { _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]) };
-    }
-}
-
-/// One 16-row Q8_0 group (biased quants) against `R` activation rows.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn q8_0_rows<const R: usize>(
-    tiles: &[Q8_0Tile],
-    scales: &[Q8_0Scales],
-    xs: &[BlockQ8_1],
-    out: &mut GroupOut,
-) {
-    let nb = tiles.len();
-    let scales = &scales[..nb];
-    let rows: [&[BlockQ8_1]; R] = std::array::from_fn(|r| &xs[r * nb..(r + 1) * nb]);
-    let minus_bias = _mm512_set1_ps(-128.0);
-    let mut acc = [_mm512_setzero_ps(); R];
-    for (b, (tile, sc)) in tiles.iter().zip(scales).enumerate() {
-        if R <= 2 {
             prefetch(
-                tiles.as_ptr().wrapping_add(b + PREFETCH_TILES),
-                size_of::<Q8_0Tile>(),
+                w.scales.as_ptr().wrapping_add(b + PREFETCH_TILES),
+                size_of::<F::S>(),
             );
         }
-        // SAFETY: scales are 32-byte aligned and 32 bytes long.
-        let d = _mm512_cvtph_ps(unsafe { _mm256_load_si256(sc.d.as_ptr().cast()) });
-        let mut isum = [_mm512_setzero_si512(); R];
-        for t in 0..8 {
-            // SAFETY: each `qs[t]` is 64 bytes at a 64-byte aligned address.
-            let w = unsafe { _mm512_load_si512(tile.qs[t].as_ptr().cast()) };
+        // SAFETY (both calls): this function enables every feature they need.
+        let lanes = unsafe { scales.lanes(&w.supers[b / F::S::PER_SUPER]) };
+        let mut isum = [[_mm512_setzero_si512(); 2]; R];
+        for t in 0..4 {
+            let [lo, hi] = unsafe { tile.words(t) };
             for r in 0..R {
-                let x = _mm512_set1_epi32(word(&rows[r][b].qs, 4 * t));
-                isum[r] = _mm512_dpbusd_epi32(isum[r], w, x);
+                let xb = &rows[r][b];
+                let (xl, xh) = (xb.word(4 * t), xb.word(16 + 4 * t));
+                isum[r][0] = _mm512_dpbusd_epi32(isum[r][0], lo, _mm512_set1_epi32(xl));
+                isum[r][hi_slot] = _mm512_dpbusd_epi32(isum[r][hi_slot], hi, _mm512_set1_epi32(xh));
             }
         }
-        // The +128 bias added 128 * sum(x) to each dot: remove it as -128 * d * s.
-        let m = _mm512_mul_ps(d, minus_bias);
+        // `x = d·(q − offset) + m` adds `(m − offset·d)·Σx` to each row's dot.
+        let m: [__m512; 2] = std::array::from_fn(|h| match (F::OFFSET, F::S::HAS_MIN) {
+            (0, _) => lanes.m[h],
+            (_, true) => _mm512_fmadd_ps(offset, lanes.d[h], lanes.m[h]),
+            (_, false) => _mm512_mul_ps(lanes.d[h], offset),
+        });
         for r in 0..R {
             let xb = &rows[r][b];
-            let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[r]), d);
-            acc[r] = _mm512_fmadd_ps(scaled, _mm512_set1_ps(xb.d), acc[r]);
-            acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(xb.s), acc[r]);
+            let dx = _mm512_set1_ps(xb.d);
+            for h in 0..=hi_slot {
+                let s = if split { sums[r][b][h] } else { xb.s };
+                let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[r][h]), lanes.d[h]);
+                acc[r] = _mm512_fmadd_ps(scaled, dx, acc[r]);
+                acc[r] = _mm512_fmadd_ps(m[h], _mm512_set1_ps(s), acc[r]);
+            }
         }
     }
     for r in 0..R {

@@ -3,7 +3,9 @@
 //! Each tensor keeps its quantization when the kernels have a path for it
 //! ([`QMatrix::from_gguf`]). Any other type candle can read is dequantized to
 //! f32, with a warning that says what it costs: the `candle` backend is the
-//! better choice for such files, and `--backend auto` picks it.
+//! better choice for such files, and `--backend auto` picks it. Matrices that
+//! share an input are fused when their types agree: their GGUF bytes, row-major,
+//! concatenate into the fused tensor's.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,7 @@ use candle_core::quantized::GgmlDType;
 use crate::engine::backend::{BackendError, TensorKernel};
 use crate::engine::config::ModelConfig;
 use crate::engine::gguf::GgufFile;
-use crate::engine::kernels::{KernelError, MatmulScratch, QMatrix};
+use crate::engine::kernels::{MatmulScratch, QMatrix};
 
 /// Matrices that share an input: fused into one when their formats agree (one
 /// matmul), else kept apart and their outputs interleaved into the fused layout.
@@ -22,15 +24,6 @@ pub enum LinearStack {
 }
 
 impl LinearStack {
-    fn new(parts: Vec<QMatrix>) -> Result<Self, KernelError> {
-        let same = parts.windows(2).all(|w| w[0].format() == w[1].format());
-        Ok(if same {
-            LinearStack::Fused(QMatrix::concat_rows(parts)?)
-        } else {
-            LinearStack::Split(parts)
-        })
-    }
-
     /// `out` (`n` × all parts' rows) as the fused matrix would compute it.
     pub fn matmul(
         &self,
@@ -152,23 +145,14 @@ impl Loader<'_> {
         kv: usize,
     ) -> Result<Layer, BackendError> {
         let name = |t: &str| format!("blk.{i}.{t}.weight");
-        let q = self.matrix(&name("attn_q"), d, d)?;
-        let k = self.matrix(&name("attn_k"), kv, d)?;
-        let v = self.matrix(&name("attn_v"), kv, d)?;
-        let gate = self.matrix(&name("ffn_gate"), cfg.n_ff, d)?;
-        let up = self.matrix(&name("ffn_up"), cfg.n_ff, d)?;
-        let stack = |parts, what: String| {
-            LinearStack::new(parts).map_err(|e| BackendError::Tensor {
-                name: what,
-                detail: e.to_string(),
-            })
-        };
+        let (q, k, v) = (name("attn_q"), name("attn_k"), name("attn_v"));
+        let (gate, up) = (name("ffn_gate"), name("ffn_up"));
         Ok(Layer {
             attn_norm: self.vector(&name("attn_norm"), d)?,
-            wqkv: stack(vec![q, k, v], name("attn_q|k|v"))?,
+            wqkv: self.stack(&[(&q, d), (&k, kv), (&v, kv)], d)?,
             wo: self.matrix(&name("attn_output"), d, d)?,
             ffn_norm: self.vector(&name("ffn_norm"), d)?,
-            w_gate_up: stack(vec![gate, up], name("ffn_gate|up"))?,
+            w_gate_up: self.stack(&[(&gate, cfg.n_ff), (&up, cfg.n_ff)], d)?,
             w_down: self.matrix(&name("ffn_down"), d, cfg.n_ff)?,
         })
     }
@@ -178,26 +162,65 @@ impl Loader<'_> {
         Ok(self.g.tensor_f32(name)?)
     }
 
+    /// Matrices `(name, rows)` of `cols` columns that share an input: one fused
+    /// matrix if their types agree, else each apart.
+    fn stack(&mut self, parts: &[(&str, usize)], cols: usize) -> Result<LinearStack, BackendError> {
+        let mut dtypes = Vec::with_capacity(parts.len());
+        for &(name, rows) in parts {
+            check_dims(self.g, name, rows, cols)?;
+            dtypes.push(self.g.tensor_dtype(name)?);
+        }
+        if dtypes.windows(2).any(|w| w[0] != w[1]) {
+            let split = parts
+                .iter()
+                .map(|&(name, rows)| self.matrix(name, rows, cols));
+            return Ok(LinearStack::Split(split.collect::<Result<_, _>>()?));
+        }
+        let rows = parts.iter().map(|p| p.1).sum();
+        let names: Vec<&str> = parts.iter().map(|p| p.0).collect();
+        let fused = names.join("|");
+        let m = self.build(&fused, &names, dtypes[0], rows, cols)?;
+        Ok(LinearStack::Fused(m))
+    }
+
     fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<QMatrix, BackendError> {
         check_dims(self.g, name, rows, cols)?;
         let dtype = self.g.tensor_dtype(name)?;
-        let bytes = self.g.tensor_bytes(name)?;
-        let m = match QMatrix::from_gguf(dtype, rows, cols, &bytes) {
-            Ok(m) => m,
-            Err(KernelError::NoKernel(_)) => {
-                let m = QMatrix::from_f32(rows, cols, self.g.tensor_f32(name)?)
-                    .map_err(|e| tensor_error(name, e))?;
-                tracing::warn!(
-                    tensor = name,
-                    ggml_type = %type_name(dtype),
-                    f32_mib = m.size_bytes() >> 20,
-                    gguf_mib = bytes.len() >> 20,
-                    "no native kernel for this tensor type: dequantized to f32 \
-                     (use --backend candle to keep it quantized)"
-                );
-                m
+        self.build(name, &[name], dtype, rows, cols)
+    }
+
+    /// The matrix stacking the tensors `names` (all of type `dtype`, `rows` rows in
+    /// all): natively if the kernels have a path for `dtype`, else in f32.
+    fn build(
+        &mut self,
+        label: &str,
+        names: &[&str],
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<QMatrix, BackendError> {
+        let m = if QMatrix::has_kernel(dtype) {
+            let mut bytes = Vec::new();
+            for name in names {
+                bytes.extend(self.g.tensor_bytes(name)?);
             }
-            Err(e) => return Err(tensor_error(name, e)),
+            QMatrix::from_gguf(dtype, rows, cols, &bytes).map_err(|e| tensor_error(label, e))?
+        } else {
+            let mut data = Vec::with_capacity(rows * cols);
+            for name in names {
+                data.extend(self.g.tensor_f32(name)?);
+            }
+            let gguf_bytes = rows * cols / dtype.block_size() * dtype.type_size();
+            let m = QMatrix::from_f32(rows, cols, data).map_err(|e| tensor_error(label, e))?;
+            tracing::warn!(
+                tensor = label,
+                ggml_type = %type_name(dtype),
+                f32_mib = m.size_bytes() >> 20,
+                gguf_mib = gguf_bytes >> 20,
+                "no native kernel for this tensor type: dequantized to f32 \
+                 (use --backend candle to keep it quantized)"
+            );
+            m
         };
         let entry = self
             .served
@@ -208,7 +231,7 @@ impl Loader<'_> {
                 tensors: 0,
                 bytes: 0,
             });
-        entry.tensors += 1;
+        entry.tensors += names.len();
         entry.bytes += m.size_bytes();
         Ok(m)
     }
@@ -221,9 +244,14 @@ fn tensor_error(name: &str, e: impl std::fmt::Display) -> BackendError {
     }
 }
 
-/// GGUF's spelling of a tensor type, e.g. `Q4_K`.
+/// GGUF's spelling of a tensor type, e.g. `Q4_K` (candle's debug names drop the
+/// K-quants' underscore: `Q4K`).
 pub fn type_name(dtype: GgmlDType) -> String {
-    format!("{dtype:?}").to_uppercase()
+    let name = format!("{dtype:?}").to_uppercase();
+    match name.strip_suffix('K') {
+        Some(stem) if !stem.contains('_') => format!("{stem}_K"),
+        _ => name,
+    }
 }
 
 fn check_dims(g: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<(), BackendError> {
