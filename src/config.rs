@@ -28,6 +28,18 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Name the bottleneck of a running deployment from its Prometheus.
     Diagnose(DiagnoseArgs),
+    /// Compare a backend's logits with candle's on the CPU (the GPU check; docs/gpu.md).
+    #[command(hide = true)]
+    CompareLogits(Box<crate::engine::backend::candle::compare::CompareArgs>),
+    /// Write a GGUF file's metadata and tokenizer, without tensors, for
+    /// `serve --synthetic` (docs/gpu.md).
+    #[command(hide = true)]
+    ExtractMetadata {
+        /// The model file.
+        input: PathBuf,
+        /// The GGUF file to write.
+        output: PathBuf,
+    },
 }
 
 /// `candlelight diagnose`: read a window of metrics from Prometheus and say
@@ -104,6 +116,11 @@ pub struct ServeConfig {
     /// Compute threads (default: all cores).
     #[arg(long, env = "CANDLELIGHT_THREADS")]
     pub threads: Option<usize>,
+    /// Serve seeded random weights of the model's shape instead of its tensors
+    /// (candle backend; --model may then hold metadata only). For GPU checks on
+    /// machines without the model file: see docs/gpu.md.
+    #[arg(long, value_name = "SEED")]
+    pub synthetic: Option<u64>,
     #[command(flatten)]
     pub access: AccessArgs,
     #[command(flatten)]
@@ -256,7 +273,7 @@ impl ServeConfig {
         );
         match cli.command {
             Command::Serve(c) => *c,
-            Command::Diagnose(_) => unreachable!("invariant: the arguments start with `serve`"),
+            _ => unreachable!("invariant: the arguments start with `serve`"),
         }
     }
 }

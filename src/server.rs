@@ -37,6 +37,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(*config, listener, shutdown_signal()).await
         }
         Command::Diagnose(args) => crate::diagnose::run(args).await,
+        Command::CompareLogits(args) => {
+            tokio::task::spawn_blocking(move || crate::engine::backend::candle::compare::run(&args))
+                .await?
+        }
+        Command::ExtractMetadata { input, output } => {
+            let bytes =
+                crate::engine::backend::candle::synthetic::extract_metadata(&input, &output)?;
+            println!("{}: {bytes} bytes", output.display());
+            Ok(())
+        }
     }
 }
 
@@ -153,8 +163,11 @@ fn load_engine(
         backend: config.backend,
         threads: config.threads(),
     };
-    let loaded = LoadedModel::load(&config.model, options)
-        .with_context(|| format!("loading {}", config.model.display()))?;
+    let loaded = match config.synthetic {
+        Some(seed) => LoadedModel::load_synthetic(&config.model, options, seed),
+        None => LoadedModel::load(&config.model, options),
+    }
+    .with_context(|| format!("loading {}", config.model.display()))?;
     let info = &loaded.info;
     let chat = ChatTemplate::new(
         info.chat_template.as_deref(),
@@ -171,6 +184,7 @@ fn load_engine(
     tracing::info!(
         model = %config.model.display(),
         quantization = %info.quantization,
+        synthetic_seed = ?config.synthetic,
         context = info.context_length,
         backend = b.backend,
         device = %b.device,

@@ -110,6 +110,21 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     pub fn load(path: &Path, options: LoadOptions) -> Result<Self, LoadError> {
+        Self::load_weights(path, options, None)
+    }
+
+    /// Seeded random weights of `path`'s shape with `path`'s tokenizer, on the
+    /// candle backend; `path` may hold metadata only (no tensors). For checks
+    /// on machines that get no model file (see docs/gpu.md).
+    pub fn load_synthetic(path: &Path, options: LoadOptions, seed: u64) -> Result<Self, LoadError> {
+        Self::load_weights(path, options, Some(seed))
+    }
+
+    fn load_weights(
+        path: &Path,
+        options: LoadOptions,
+        synthetic: Option<u64>,
+    ) -> Result<Self, LoadError> {
         let mut g = GgufFile::open(path)?;
         let tokenizer = Tokenizer::from_gguf(&g)?;
         let loaded = backend::load(
@@ -118,15 +133,19 @@ impl LoadedModel {
             options.device,
             options.backend,
             options.threads,
+            synthetic,
         )?;
         let backend = loaded.backend;
         let cfg = backend.config().clone();
         let token = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
         let info = ModelInfo {
             architecture: g.string("general.architecture")?,
-            quantization: g
-                .tensor_dtype("blk.0.attn_q.weight")
-                .map(backend::native::type_name)?,
+            quantization: match synthetic {
+                Some(_) => backend::native::type_name(backend::candle::synthetic::MATRIX_TYPE),
+                None => g
+                    .tensor_dtype("blk.0.attn_q.weight")
+                    .map(backend::native::type_name)?,
+            },
             context_length: cfg.context_length,
             vocab_size: cfg.vocab_size,
             kv_bytes_per_token: cfg.kv_bytes_per_token(),

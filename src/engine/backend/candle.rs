@@ -7,6 +7,8 @@
 //! gathers a sequence's slots through its block table. Only the logits rows the
 //! runner asks for are copied back to the host.
 
+pub mod compare;
+pub mod synthetic;
 mod weights;
 
 use std::path::Path;
@@ -56,11 +58,14 @@ struct Batch {
 }
 
 impl CandleBackend {
+    /// Loads `g`'s tensors onto `location`, or with `synthetic = Some(seed)`
+    /// seeded random weights of `g`'s shape.
     pub fn load(
         g: &mut GgufFile,
         _path: &Path,
         location: Device,
         threads: usize,
+        synthetic: Option<u64>,
     ) -> Result<Self, BackendError> {
         let device = match location {
             Device::Cpu => {
@@ -74,7 +79,7 @@ impl CandleBackend {
             Device::Cuda(n) => CandleDevice::new_cuda(n)?,
         };
         let cfg = ModelConfig::from_gguf(g)?;
-        let weights = CandleWeights::load(g, &cfg, &device)?;
+        let weights = CandleWeights::load(g, &cfg, &device, synthetic)?;
         let (cos, sin) = rope_tensors(&cfg, &device)?;
         Ok(Self {
             cfg,

@@ -231,16 +231,26 @@ pub struct Loaded {
 }
 
 /// Loads the model onto `device` with the backend `kind` asks for (see
-/// [`BackendKind::Auto`]).
+/// [`BackendKind::Auto`]). With `synthetic = Some(seed)`, the candle backend
+/// serves seeded random weights of the file's shape ([`candle::synthetic`]).
 pub fn load(
     g: &mut GgufFile,
     path: &Path,
     device: Device,
     kind: BackendKind,
     threads: usize,
+    synthetic: Option<u64>,
 ) -> Result<Loaded, BackendError> {
     let native_types = native::unsupported_matmul_types(g);
     let (use_native, reason) = match (kind, device) {
+        (BackendKind::Native, _) if synthetic.is_some() => {
+            return Err(BackendError::Unsupported(
+                "synthetic weights need the candle backend (--backend candle or auto)".into(),
+            ))
+        }
+        (BackendKind::Auto, _) if synthetic.is_some() => {
+            (false, "auto: synthetic weights need the candle backend".to_owned())
+        }
         (BackendKind::Native, Device::Cuda(_)) => {
             return Err(BackendError::Unsupported(
                 "the native backend runs on the CPU only; use --backend candle (or auto) with --device cuda".into(),
@@ -266,7 +276,9 @@ pub fn load(
     let backend: Box<dyn Backend> = if use_native {
         Box::new(native::NativeBackend::load(g, threads)?)
     } else {
-        Box::new(candle::CandleBackend::load(g, path, device, threads)?)
+        Box::new(candle::CandleBackend::load(
+            g, path, device, threads, synthetic,
+        )?)
     };
     Ok(Loaded { backend, reason })
 }

@@ -10,6 +10,8 @@ use crate::engine::backend::{BackendError, TensorKernel};
 use crate::engine::config::ModelConfig;
 use crate::engine::gguf::GgufFile;
 
+use super::synthetic;
+
 pub struct Layer {
     pub attn_norm: Tensor,
     pub wq: QMatMul,
@@ -36,26 +38,32 @@ pub struct CandleWeights {
 struct Loader<'a> {
     g: &'a mut GgufFile,
     device: &'a CandleDevice,
+    /// `Some(seed)`: tensors come from [`synthetic`], not from the file.
+    synthetic: Option<(u64, &'a ModelConfig)>,
     served: BTreeMap<String, TensorKernel>,
     bytes: usize,
 }
 
 impl CandleWeights {
+    /// Loads the file's tensors, or with `synthetic = Some(seed)` seeded random
+    /// ones of the model's shape (see [`synthetic`]).
     pub fn load(
         g: &mut GgufFile,
         cfg: &ModelConfig,
         device: &CandleDevice,
+        synthetic: Option<u64>,
     ) -> Result<Self, BackendError> {
         let mut l = Loader {
             g,
             device,
+            synthetic: synthetic.map(|seed| (seed, cfg)),
             served: BTreeMap::new(),
             bytes: 0,
         };
         let tok = l.qtensor("token_embd.weight")?;
         let embed = tok.dequantize(device)?;
         l.bytes += embed.elem_count() * 4;
-        let output = if l.g.tensor_info("output.weight").is_ok() {
+        let output = if l.synthetic.is_none() && l.g.tensor_info("output.weight").is_ok() {
             l.matmul("output.weight")?
         } else {
             // Tied to the embedding: the quantized copy serves the projection.
@@ -94,7 +102,10 @@ impl Loader<'_> {
     }
 
     fn qtensor(&mut self, name: &str) -> Result<QTensor, BackendError> {
-        Ok(self.g.qtensor(name, self.device)?)
+        match self.synthetic {
+            Some((seed, cfg)) => synthetic::qtensor(cfg, seed, name, self.device),
+            None => Ok(self.g.qtensor(name, self.device)?),
+        }
     }
 
     fn vector(&mut self, name: &str) -> Result<Tensor, BackendError> {
@@ -159,27 +170,26 @@ pub fn free_memory(device: &CandleDevice) -> Option<usize> {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use candle_core::cuda_backend::cudarc::driver::{result, sys};
     use candle_core::cuda_backend::CudaDevice;
 
     pub fn facts(d: &CudaDevice) -> (String, String) {
-        let ordinal = d.cuda_stream().context().ordinal();
-        let dev = result::device::get(ordinal as i32).ok();
-        let name = dev
-            .and_then(|dev| result::device::get_name(dev).ok())
-            .unwrap_or_else(|| format!("cuda:{ordinal}"));
-        let attr = |a| dev.and_then(|dev| unsafe { result::device::get_attribute(dev, a) }.ok());
-        let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
-        let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
-        let cap = match (major, minor) {
-            (Some(a), Some(b)) => format!("sm_{a}{b}"),
-            _ => "cuda".to_owned(),
-        };
+        let stream = d.cuda_stream();
+        let ctx = stream.context();
+        let name = ctx
+            .name()
+            .unwrap_or_else(|_| format!("cuda:{}", ctx.ordinal()));
+        let cap = ctx
+            .compute_capability()
+            .map_or_else(|_| "cuda".to_owned(), |(a, b)| format!("sm_{a}{b}"));
         (name, cap)
     }
 
     pub fn free_memory(d: &CudaDevice) -> Option<usize> {
-        d.cuda_stream().context().bind_to_thread().ok()?;
-        result::mem_get_info().ok().map(|(free, _total)| free)
+        let stream = d.cuda_stream();
+        stream
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, _total)| free)
     }
 }
