@@ -359,7 +359,10 @@ async fn a_repeated_prompt_reuses_its_cached_prefix_with_identical_greedy_output
     let (first, hit) = chat_on(&cached.base, &body).await;
     assert_eq!(hit, 0, "nothing cached yet");
     let (second, hit) = chat_on(&cached.base, &body).await;
-    assert!(hit >= 160, "the shared prefix came from the cache: {hit} tokens");
+    assert!(
+        hit >= 160,
+        "the shared prefix came from the cache: {hit} tokens"
+    );
     assert_eq!(hit % 16, 0, "whole KV blocks are reused");
     assert_eq!(first, second, "cached KV computes what fresh KV does");
     for _ in 0..2 {
@@ -377,7 +380,10 @@ async fn a_repeated_prompt_reuses_its_cached_prefix_with_identical_greedy_output
     };
     let on = info(cached.base.clone()).await;
     let off = info(uncached.base.clone()).await;
-    assert_eq!(on["kv_cache_reserved_bytes"], 0, "reserved KV is exact: {on}");
+    assert_eq!(
+        on["kv_cache_reserved_bytes"], 0,
+        "reserved KV is exact: {on}"
+    );
     assert!(on["kv_cache_cached_bytes"].as_u64() > Some(0), "{on}");
     assert_eq!(off["kv_cache_cached_bytes"], 0, "{off}");
     let metrics = reqwest::get(format!("{}/metrics", cached.base))
