@@ -8,11 +8,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Where the workspace's binaries are: beside CANDLELIGHT_BIN when set, else
+/// in this test's own `target/<profile>` (test binaries live in its `deps/`).
 fn target_dir() -> PathBuf {
     std::env::var_os("CANDLELIGHT_BIN")
         .map(PathBuf::from)
         .and_then(|b| b.parent().map(PathBuf::from))
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.to_path_buf())
+        })
         .unwrap_or_else(|| super::repo_root().join("target/debug"))
+}
+
+/// The loadgen binary: CANDLELIGHT_LOADGEN_BIN, else beside the server's.
+pub fn loadgen_bin() -> PathBuf {
+    binary("CANDLELIGHT_LOADGEN_BIN", "loadgen")
 }
 
 fn binary(var: &str, name: &str) -> PathBuf {
@@ -150,7 +161,7 @@ impl Drop for Burner {
 /// returns its `result.json`.
 pub fn loadgen(url: &str, args: &[&str], cpus: Option<&str>) -> Value {
     let out = tempfile::tempdir().expect("temp dir");
-    let bin = binary("CANDLELIGHT_LOADGEN_BIN", "loadgen");
+    let bin = loadgen_bin();
     let mut cmd = match cpus {
         Some(c) => {
             let mut t = Command::new("taskset");
