@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds candlelight's OpenTelemetry Collector distribution (collector/) into
-# target/collector/candlelight-otelcol and prints the binary's path.
+# $CANDLELIGHT_CACHE_DIR (default $HOME/.cache/candlelight)/collector/
+# candlelight-otelcol and prints the binary's path. The cache lives outside the
+# clone, so a fresh clone (CI) reuses the last build of the same sources.
 #
 # The build is cached: a stamp file records a hash of the module's sources and
 # the Go version, and the binary is rebuilt only when that hash changes. Go's
@@ -13,7 +15,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 src="$root/collector"
-out_dir="${CANDLELIGHT_TARGET_DIR:-$root/target}/collector"
+out_dir="${CANDLELIGHT_CACHE_DIR:-$HOME/.cache/candlelight}/collector"
 bin="$out_dir/candlelight-otelcol"
 stamp="$out_dir/.source-hash"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and the stack need (Debian): Prometheus
 # (and promtool), Alertmanager (and amtool), PostgreSQL and HAProxy (the local
-# cluster's balancer, scripts/cluster.sh). Skips what is already there.
+# cluster's balancer, scripts/cluster.sh), and the C++ build tools for
+# llama.cpp's quantize tool. Skips what is already there.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,10 @@ command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
+# llama.cpp's quantize tool (scripts/make-test-models.sh) builds with these.
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v g++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1 || need+=(build-essential)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 

@@ -311,7 +311,9 @@ async fn a_prompt_over_the_prefill_budget_is_prefilled_in_chunks_with_the_same_o
         prompt_tokens > 16,
         "prompt of {prompt_tokens} tokens spans several 8-token chunks"
     );
-    assert_eq!(in_chunks["usage"], whole["usage"]);
+    for count in ["prompt_tokens", "completion_tokens"] {
+        assert_eq!(in_chunks["usage"][count], whole["usage"][count]);
+    }
     assert_eq!(
         in_chunks["choices"][0]["text"], whole["choices"][0]["text"],
         "chunked prefill must compute what one whole prefill does"
@@ -321,4 +323,78 @@ async fn a_prompt_over_the_prefill_budget_is_prefilled_in_chunks_with_the_same_o
         steps >= prompt_tokens.div_ceil(8) as f64,
         "{steps} prefill steps for {prompt_tokens} prompt tokens at 8 per step"
     );
+}
+
+/// Posts `body` to `base`'s chat route; returns (text, cached prompt tokens).
+async fn chat_on(base: &str, body: &Value) -> (String, u64) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("JSON");
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("text")
+        .to_owned();
+    let cached = v["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .expect("usage.prompt_tokens_details.cached_tokens");
+    (text, cached)
+}
+
+#[tokio::test]
+async fn a_repeated_prompt_reuses_its_cached_prefix_with_identical_greedy_output() {
+    let cached = common::server_on(&[]);
+    let uncached = common::server_on(&["--no-prefix-cache"]);
+    let system = "You are a careful assistant. ".repeat(30);
+    let body = json!({
+        "messages": [{"role": "system", "content": system},
+                     {"role": "user", "content": "Name three rivers in Europe."}],
+        "temperature": 0,
+        "max_tokens": 16,
+    });
+    let (first, hit) = chat_on(&cached.base, &body).await;
+    assert_eq!(hit, 0, "nothing cached yet");
+    let (second, hit) = chat_on(&cached.base, &body).await;
+    assert!(
+        hit >= 160,
+        "the shared prefix came from the cache: {hit} tokens"
+    );
+    assert_eq!(hit % 16, 0, "whole KV blocks are reused");
+    assert_eq!(first, second, "cached KV computes what fresh KV does");
+    for _ in 0..2 {
+        let (text, hit) = chat_on(&uncached.base, &body).await;
+        assert_eq!(hit, 0);
+        assert_eq!(text, first, "the same greedy output with the cache off");
+    }
+    let info = |base: String| async move {
+        reqwest::get(format!("{base}/info"))
+            .await
+            .expect("info")
+            .json::<Value>()
+            .await
+            .expect("JSON")
+    };
+    let on = info(cached.base.clone()).await;
+    let off = info(uncached.base.clone()).await;
+    assert_eq!(
+        on["kv_cache_reserved_bytes"], 0,
+        "reserved KV is exact: {on}"
+    );
+    assert!(on["kv_cache_cached_bytes"].as_u64() > Some(0), "{on}");
+    assert_eq!(off["kv_cache_cached_bytes"], 0, "{off}");
+    let metrics = reqwest::get(format!("{}/metrics", cached.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let hits = metrics
+        .lines()
+        .find(|l| l.starts_with("candlelight_prefix_cache_hits_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(hits.is_some_and(|h| h >= 160.0), "{hits:?}");
 }

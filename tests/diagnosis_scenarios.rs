@@ -12,14 +12,12 @@ mod common;
 #[path = "telemetry_e2e/support.rs"]
 #[allow(dead_code)]
 mod e2e;
-#[path = "diagnosis_scenarios/harness.rs"]
-mod harness;
 
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use harness::{bottlenecks, expect_finding, loadgen, Burner, Server};
+use common::process::{bottlenecks, expect_finding, loadgen, trace_of, Burner, Server};
 
 /// One scenario at a time: they load the whole machine.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -89,7 +87,7 @@ fn one_sequence_at_a_time_for_eight_clients_is_under_batching() -> anyhow::Resul
     let result = loadgen(&server.url, &args, None);
     expect_finding(&result, "under_batching");
     assert!(
-        harness::trace_of(&result, "under_batching").is_some(),
+        trace_of(&result, "under_batching").is_some(),
         "a latency finding lists trace ids"
     );
     let live = diagnose(prometheus.get("url")?)?;

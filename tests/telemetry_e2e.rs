@@ -48,19 +48,7 @@ fn telemetry_reaches_prometheus_and_traces_through_the_collector() -> anyhow::Re
         &dir.path().join("collector"),
         &["--tempo", &tempo],
     )?;
-    // Spans leave the server every 200 ms; metrics every second (the CLI flag).
-    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "200");
-    let endpoint = format!("http://127.0.0.1:{}", collector.get("grpc")?);
-    let server = common::server_with(&[
-        "--otlp-endpoint",
-        &endpoint,
-        "--otlp-protocol",
-        "grpc",
-        "--metric-export-interval-ms",
-        "1000",
-        "--max-batch-size",
-        "8",
-    ]);
+    let server = e2e::server_exporting_to(&collector, "8")?;
     let server_addr = server.base.trim_start_matches("http://").to_owned();
     let scrape_target = format!("127.0.0.1:{}", collector.get("prometheus")?);
     let prometheus_dir = dir.path().join("prometheus");

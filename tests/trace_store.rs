@@ -39,19 +39,7 @@ fn a_request_trace_is_found_in_jaeger_with_its_span_tree() -> anyhow::Result<()>
         &dir.path().join("collector"),
         &["--tempo", &jaeger.otlp_grpc()?],
     )?;
-    // Spans leave the server every 200 ms.
-    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "200");
-    let endpoint = format!("http://127.0.0.1:{}", collector.get("grpc")?);
-    let server = common::server_with(&[
-        "--otlp-endpoint",
-        &endpoint,
-        "--otlp-protocol",
-        "grpc",
-        "--metric-export-interval-ms",
-        "1000",
-        "--max-batch-size",
-        "4",
-    ]);
+    let server = e2e::server_exporting_to(&collector, "4")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -68,6 +56,7 @@ fn a_request_trace_is_found_in_jaeger_with_its_span_tree() -> anyhow::Result<()>
         // test binary, so a second one is started for the finding).
         Ok::<(), anyhow::Error>(())
     })?;
+    let endpoint = format!("http://127.0.0.1:{}", collector.get("grpc")?);
     let limited = common::server_on(&[
         "--otlp-endpoint",
         &endpoint,
@@ -88,14 +77,7 @@ fn a_request_trace_is_found_in_jaeger_with_its_span_tree() -> anyhow::Result<()>
 /// of its `want` finding.
 fn finding_trace(base: &str, want: &str) -> anyhow::Result<String> {
     let out = tempfile::tempdir()?;
-    let bin = std::env::var_os("CANDLELIGHT_LOADGEN_BIN")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            let server = std::path::PathBuf::from(std::env::var_os("CANDLELIGHT_BIN")?);
-            Some(server.parent()?.join("loadgen"))
-        })
-        .unwrap_or_else(|| common::repo_root().join("target/debug/loadgen"));
-    let done = std::process::Command::new(bin)
+    let done = std::process::Command::new(common::process::loadgen_bin())
         .args(["--url", base, "--concurrency", "4", "--requests", "12"])
         .args(["--input-len", "16", "--output-len", "16", "--ignore-eos"])
         .args(["--sample-interval", "0.5s", "--no-plots", "--no-progress"])

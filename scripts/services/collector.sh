@@ -19,14 +19,9 @@
 # CANDLELIGHT_OTELCOL names one. State lives in DIR: collector.pid, collector.log.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-timeout_s="${CANDLELIGHT_SERVICE_TIMEOUT:-60}"
-
-die() { echo "collector.sh: $*" >&2; exit 1; }
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+SERVICE=collector
+# shellcheck source=scripts/services/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 otelcol_bin() {
     if [ -n "${CANDLELIGHT_OTELCOL:-}" ]; then echo "$CANDLELIGHT_OTELCOL"; return; fi
@@ -35,26 +30,14 @@ otelcol_bin() {
 
 # Polls the health_check extension until it answers 200, the process dies, or time runs out.
 wait_healthy() {
-    local pid="$1" port="$2" log="$3" deadline=$((SECONDS + timeout_s))
-    until curl -fs -o /dev/null "http://127.0.0.1:$port/"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 40 "$log" >&2
-            die "collector exited before it was healthy (log: $log)"
-        fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            kill "$pid" 2>/dev/null || true
-            tail -n 40 "$log" >&2
-            die "collector not healthy after ${timeout_s}s (log: $log)"
-        fi
-        sleep 0.2
-    done
+    local pid="$1" port="$2" log="$3"
+    wait_until "$pid" "$log" http_ok "http://127.0.0.1:$port/"
 }
 
 launch() { # DIR CONFIG -- runs the binary in the background with the caller's env
     local dir="$1" config="$2" bin
     bin="$(otelcol_bin)"
-    [ -f "$dir/collector.pid" ] && kill -0 "$(cat "$dir/collector.pid")" 2>/dev/null &&
-        die "a collector already runs from $dir (pid $(cat "$dir/collector.pid"))"
+    refuse_if_running "$dir"
     # setsid: a test's Ctrl-C or process-group kill must not leave it half-stopped.
     setsid "$bin" --config "$config" >"$dir/collector.log" 2>&1 </dev/null &
     echo $! >"$dir/collector.pid"
@@ -116,23 +99,4 @@ cmd_start_trace_backend() {
         "$pid" "$grpc" "$health" "$dir/traces.jsonl" "$dir/collector.log"
 }
 
-cmd_stop() {
-    local dir="$1" pid
-    [ -f "$dir/collector.pid" ] || return 0
-    pid="$(cat "$dir/collector.pid")"
-    if kill "$pid" 2>/dev/null; then
-        # Graceful first (flushes batches and the file exporter), then force.
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$dir/collector.pid"
-}
-
-[ $# -ge 2 ] || die "usage: $0 start|start-trace-backend|stop DIR [options]"
-action="$1"; dir="$2"; shift 2
-case "$action" in
-    start) cmd_start "$dir" "$@" ;;
-    start-trace-backend) cmd_start_trace_backend "$dir" "$@" ;;
-    stop) cmd_stop "$dir" ;;
-    *) die "unknown action $action" ;;
-esac
+service_main "$@"

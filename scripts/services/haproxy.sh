@@ -22,18 +22,14 @@
 # it would double its cost and hide the failure from the client.
 set -euo pipefail
 
-timeout_s="${CANDLELIGHT_SERVICE_TIMEOUT:-60}"
+SERVICE=haproxy
+# shellcheck source=scripts/services/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 haproxy_bin="${CANDLELIGHT_HAPROXY:-}"
 if [ -z "$haproxy_bin" ]; then
     haproxy_bin="$(command -v haproxy || true)"
     [ -n "$haproxy_bin" ] || haproxy_bin=/usr/sbin/haproxy
 fi
-
-die() { echo "haproxy.sh: $*" >&2; exit 1; }
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 write_config() { # FILE PORT STATS_PORT BALANCE SERVER...
     local file="$1" port="$2" stats="$3" balance="$4"; shift 4
@@ -93,21 +89,16 @@ EOF
 
 # Polls the CSV stats until every server of the backend reports UP.
 wait_all_up() {
-    local pid="$1" stats="$2" log="$3" want="$4" deadline=$((SECONDS + timeout_s)) up
-    while :; do
-        up="$({ curl -fs "http://127.0.0.1:$stats/stats;csv" 2>/dev/null || true; } |
-            awk -F, '$1 == "replicas" && $2 != "BACKEND" && $18 ~ /^UP/ { n++ } END { print n + 0 }')"
-        [ "$up" -ge "$want" ] && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 40 "$log" >&2
-            die "haproxy exited (log: $log)"
-        fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            tail -n 20 "$log" >&2
-            die "only $up of $want servers UP after ${timeout_s}s (log: $log)"
-        fi
-        sleep 0.2
-    done
+    local pid="$1" stats="$2" log="$3" want="$4"
+    wait_until "$pid" "$log" all_up "$stats" "$want"
+}
+
+# all_up STATS_PORT WANT: at least WANT servers of backend `replicas` are UP.
+all_up() {
+    local up
+    up="$({ curl -fs "http://127.0.0.1:$1/stats;csv" 2>/dev/null || true; } |
+        awk -F, '$1 == "replicas" && $2 != "BACKEND" && $18 ~ /^UP/ { n++ } END { print n + 0 }')"
+    [ "$up" -ge "$2" ]
 }
 
 cmd_start() {
@@ -128,9 +119,7 @@ cmd_start() {
     case "$balance" in leastconn|roundrobin) ;; *) die "--balance: leastconn or roundrobin" ;; esac
     : "${port:=$(free_port)}" "${stats:=$(free_port)}"
     mkdir -p "$dir"
-    if [ -f "$dir/haproxy.pid" ] && kill -0 "$(cat "$dir/haproxy.pid")" 2>/dev/null; then
-        die "an HAProxy already runs from $dir (pid $(cat "$dir/haproxy.pid"))"
-    fi
+    refuse_if_running "$dir"
     local config="$dir/haproxy.cfg"
     write_config "$config" "$port" "$stats" "$balance" "${servers[@]}"
     "$haproxy_bin" -c -q -f "$config" || die "invalid config $config"
@@ -144,21 +133,4 @@ cmd_start() {
         "127.0.0.1:$stats" "$config" "$dir/haproxy.log"
 }
 
-cmd_stop() {
-    local dir="$1" pid
-    [ -f "$dir/haproxy.pid" ] || return 0
-    pid="$(cat "$dir/haproxy.pid")"
-    if kill "$pid" 2>/dev/null; then
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$dir/haproxy.pid"
-}
-
-[ $# -ge 2 ] || die "usage: $0 start|stop DIR [options]"
-action="$1"; dir="$2"; shift 2
-case "$action" in
-    start) cmd_start "$dir" "$@" ;;
-    stop) cmd_stop "$dir" ;;
-    *) die "unknown action $action" ;;
-esac
+service_main "$@"

@@ -15,14 +15,9 @@
 # names one. State lives in DIR: jaeger.pid, jaeger.log.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-timeout_s="${CANDLELIGHT_SERVICE_TIMEOUT:-60}"
-
-die() { echo "jaeger.sh: $*" >&2; exit 1; }
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+SERVICE=jaeger
+# shellcheck source=scripts/services/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 jaeger_bin() {
     if [ -n "${CANDLELIGHT_JAEGER:-}" ]; then echo "$CANDLELIGHT_JAEGER"; return; fi
@@ -32,20 +27,8 @@ jaeger_bin() {
 # Ready when the health check says every component started (the OTLP receiver
 # starts after the query extension) and the query API answers.
 wait_ready() {
-    local pid="$1" health="$2" query="$3" log="$4" deadline=$((SECONDS + timeout_s))
-    until curl -fs -o /dev/null "http://127.0.0.1:$health/status" &&
-          curl -fs -o /dev/null "http://127.0.0.1:$query/api/services"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 40 "$log" >&2
-            die "jaeger exited before it was ready (log: $log)"
-        fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            kill "$pid" 2>/dev/null || true
-            tail -n 40 "$log" >&2
-            die "jaeger not ready after ${timeout_s}s (log: $log)"
-        fi
-        sleep 0.2
-    done
+    local pid="$1" health="$2" query="$3" log="$4"
+    wait_until "$pid" "$log" http_ok "http://127.0.0.1:$health/status" "http://127.0.0.1:$query/api/services"
 }
 
 cmd_start() {
@@ -66,9 +49,7 @@ cmd_start() {
     : "${otlp:=$(free_port)}" "${query:=$(free_port)}" "${query_grpc:=$(free_port)}" \
       "${health:=$(free_port)}"
     mkdir -p "$dir"
-    if [ -f "$dir/jaeger.pid" ] && kill -0 "$(cat "$dir/jaeger.pid")" 2>/dev/null; then
-        die "a Jaeger already runs from $dir (pid $(cat "$dir/jaeger.pid"))"
-    fi
+    refuse_if_running "$dir"
     # setsid: a test's Ctrl-C or process-group kill must not leave it half-stopped.
     JAEGER_OTLP_GRPC_ENDPOINT="127.0.0.1:$otlp" \
     JAEGER_QUERY_HTTP_ENDPOINT="127.0.0.1:$query" \
@@ -82,21 +63,4 @@ cmd_start() {
         "$pid" "$otlp" "$query" "http://127.0.0.1:$query" "$query_grpc" "$health" "$dir/jaeger.log"
 }
 
-cmd_stop() {
-    local dir="$1" pid
-    [ -f "$dir/jaeger.pid" ] || return 0
-    pid="$(cat "$dir/jaeger.pid")"
-    if kill "$pid" 2>/dev/null; then
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$dir/jaeger.pid"
-}
-
-[ $# -ge 2 ] || die "usage: $0 start|stop DIR [options]"
-action="$1"; dir="$2"; shift 2
-case "$action" in
-    start) cmd_start "$dir" "$@" ;;
-    stop) cmd_stop "$dir" ;;
-    *) die "unknown action $action" ;;
-esac
+service_main "$@"

@@ -17,15 +17,10 @@
 #   scripts/services/prometheus.sh stop DIR
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-timeout_s="${CANDLELIGHT_SERVICE_TIMEOUT:-60}"
+SERVICE=prometheus
+# shellcheck source=scripts/services/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 prometheus_bin="${CANDLELIGHT_PROMETHEUS:-prometheus}"
-
-die() { echo "prometheus.sh: $*" >&2; exit 1; }
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 cmd_start() {
     local dir="$1"; shift
@@ -44,9 +39,7 @@ cmd_start() {
     command -v "$prometheus_bin" >/dev/null 2>&1 || die "no $prometheus_bin (scripts/install-deps.sh installs it)"
     : "${port:=$(free_port)}"
     mkdir -p "$dir"
-    if [ -f "$dir/prometheus.pid" ] && kill -0 "$(cat "$dir/prometheus.pid")" 2>/dev/null; then
-        die "a Prometheus already runs from $dir (pid $(cat "$dir/prometheus.pid"))"
-    fi
+    refuse_if_running "$dir"
 
     local config="$dir/prometheus.yml"
     rm -rf "$dir/rules" && cp -r "$root/prometheus/rules" "$dir/rules"
@@ -69,38 +62,9 @@ cmd_start() {
     local pid=$!
     echo "$pid" >"$dir/prometheus.pid"
 
-    local deadline=$((SECONDS + timeout_s))
-    until curl -fs -o /dev/null "http://127.0.0.1:$port/-/ready"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 40 "$dir/prometheus.log" >&2
-            die "prometheus exited before it was ready (log: $dir/prometheus.log)"
-        fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            kill "$pid" 2>/dev/null || true
-            tail -n 40 "$dir/prometheus.log" >&2
-            die "prometheus not ready after ${timeout_s}s"
-        fi
-        sleep 0.2
-    done
+    wait_until "$pid" "$dir/prometheus.log" http_ok "http://127.0.0.1:$port/-/ready"
     printf 'pid=%s\nport=%s\nurl=%s\nconfig=%s\nlog=%s\n' \
         "$pid" "$port" "http://127.0.0.1:$port" "$config" "$dir/prometheus.log"
 }
 
-cmd_stop() {
-    local dir="$1" pid
-    [ -f "$dir/prometheus.pid" ] || return 0
-    pid="$(cat "$dir/prometheus.pid")"
-    if kill "$pid" 2>/dev/null; then
-        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$dir/prometheus.pid"
-}
-
-[ $# -ge 2 ] || die "usage: $0 start|stop DIR [options]"
-action="$1"; dir="$2"; shift 2
-case "$action" in
-    start) cmd_start "$dir" "$@" ;;
-    stop) cmd_stop "$dir" ;;
-    *) die "unknown action $action" ;;
-esac
+service_main "$@"

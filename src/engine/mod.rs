@@ -200,6 +200,27 @@ impl Drop for QueueSlot {
     }
 }
 
+/// A request the engine holds, from its submission until its last event was
+/// sent (or it was dropped): what a shutdown waits for.
+pub struct InFlight {
+    count: Arc<EngineStats>,
+}
+
+impl InFlight {
+    fn take(stats: &Arc<EngineStats>) -> Self {
+        stats.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self {
+            count: stats.clone(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.count.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The running engine: submit requests, read `/info` facts. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -294,6 +315,7 @@ impl Engine {
             reply,
             queued_at: Instant::now(),
             slot,
+            held: InFlight::take(&s.stats),
         };
         if s.inbox.send(Control::Submit(Box::new(sub))).is_err() {
             return Err(self.reject(RejectReason::EngineDead, SubmitError::EngineDead));
@@ -340,10 +362,9 @@ impl Engine {
         &self.inner.stats
     }
 
-    /// Requests queued or running.
+    /// Requests submitted whose last event has not been sent yet.
     pub fn in_flight(&self) -> usize {
-        let s = &self.inner.stats;
-        s.queued.load(Ordering::Relaxed) + s.running.load(Ordering::Relaxed)
+        self.inner.stats.in_flight.load(Ordering::SeqCst)
     }
 }
 

@@ -38,6 +38,8 @@ pub enum Control {
 pub struct EngineStats {
     /// Submitted but not yet started (changed only by [`super::QueueSlot`]).
     pub queued: AtomicUsize,
+    /// Submitted and not yet ended (changed only by [`super::InFlight`]).
+    pub in_flight: AtomicUsize,
     pub running: AtomicUsize,
     pub kv_reserved_bytes: AtomicUsize,
     pub kv_cached_bytes: AtomicUsize,
@@ -53,6 +55,7 @@ impl Default for EngineStats {
     fn default() -> Self {
         Self {
             queued: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             kv_reserved_bytes: AtomicUsize::new(0),
             kv_cached_bytes: AtomicUsize::new(0),

@@ -14,7 +14,7 @@ use super::request::{
 };
 use super::sampler::{Sampled, Sampler};
 use super::tokenizer::{IncrementalDecoder, Tokenizer};
-use super::QueueSlot;
+use super::{InFlight, QueueSlot};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// A request as it waits in the queue.
@@ -25,6 +25,8 @@ pub struct Submission {
     pub queued_at: Instant,
     /// Its place in the queue count, given back when it starts or is dropped.
     pub slot: QueueSlot,
+    /// Counts it in flight until its last event is out.
+    pub held: InFlight,
 }
 
 pub struct Sequence {
@@ -48,6 +50,8 @@ pub struct Sequence {
     done: bool,
     /// Its last event, sent once it has left the batch.
     last: Option<GenerationEvent>,
+    /// Dropped with the sequence, after its last event.
+    _held: InFlight,
     text: TextReleaser,
 }
 
@@ -61,6 +65,7 @@ impl Sequence {
             reply,
             queued_at,
             slot,
+            held,
         } = sub;
         drop(slot); // no longer waiting
         let span = request.span.clone();
@@ -84,6 +89,7 @@ impl Sequence {
             last_token_at: None,
             done: false,
             last: None,
+            _held: held,
         }
     }
 

@@ -16,7 +16,8 @@ use super::names::{attr, span};
 use super::traces::{Phase, RequestState, Spans};
 use super::RequestParams;
 use crate::engine::events::{
-    EngineEvent, EngineObserver, FinishReason, SpanHandle, StepKind, StepMember,
+    EngineEvent, EngineFacts, EngineObserver, FinishReason, LoadReport, SpanHandle, StepKind,
+    StepMember,
 };
 
 /// What the observer, the request handles and the HTTP layer share.
@@ -101,26 +102,8 @@ impl EngineObserver for EngineTelemetry {
                 m.rejected
                     .add(1, &[KeyValue::new(attr::ERROR_TYPE, reason.as_str())]);
             }
-            EngineEvent::Load(load) => {
-                m.running.record(load.running as u64, &[]);
-                m.waiting.record(load.waiting as u64, &[]);
-                m.kv_cache_usage.record(load.kv_reserved_bytes as u64, &[]);
-                m.kv_cache_cached.record(load.kv_cached_bytes as u64, &[]);
-                m.kv_cache_resident
-                    .record(load.kv_touched_bytes as u64, &[]);
-                m.kv_cache_capacity
-                    .record(load.kv_capacity_bytes as u64, &[]);
-                let fill = load.kv_reserved_bytes as f64 / load.kv_capacity_bytes.max(1) as f64;
-                m.kv_cache_utilization.record(fill, &[]);
-            }
-            EngineEvent::Started(facts) => {
-                let geometry = [
-                    KeyValue::new(attr::KV_BLOCK_SIZE, facts.kv_block_size.to_string()),
-                    KeyValue::new(attr::KV_BLOCKS, facts.kv_blocks.to_string()),
-                ];
-                m.cache_config.record(1, &geometry);
-                m.compute_threads.record(facts.threads as u64, &[]);
-            }
+            EngineEvent::Load(ref load) => self.load(load),
+            EngineEvent::Started(ref facts) => self.started(facts),
             EngineEvent::PrefixLookup {
                 queried_tokens,
                 hit_tokens,
@@ -133,6 +116,30 @@ impl EngineObserver for EngineTelemetry {
 }
 
 impl EngineTelemetry {
+    fn load(&self, load: &LoadReport) {
+        let m = &self.shared.instruments;
+        m.running.record(load.running as u64, &[]);
+        m.waiting.record(load.waiting as u64, &[]);
+        m.kv_cache_usage.record(load.kv_reserved_bytes as u64, &[]);
+        m.kv_cache_cached.record(load.kv_cached_bytes as u64, &[]);
+        m.kv_cache_resident
+            .record(load.kv_touched_bytes as u64, &[]);
+        m.kv_cache_capacity
+            .record(load.kv_capacity_bytes as u64, &[]);
+        let fill = load.kv_reserved_bytes as f64 / load.kv_capacity_bytes.max(1) as f64;
+        m.kv_cache_utilization.record(fill, &[]);
+    }
+
+    fn started(&self, facts: &EngineFacts) {
+        let m = &self.shared.instruments;
+        let geometry = [
+            KeyValue::new(attr::KV_BLOCK_SIZE, facts.kv_block_size.to_string()),
+            KeyValue::new(attr::KV_BLOCKS, facts.kv_blocks.to_string()),
+        ];
+        m.cache_config.record(1, &geometry);
+        m.compute_threads.record(facts.threads as u64, &[]);
+    }
+
     fn admitted(&self, handle: &SpanHandle, queued_at: Instant, cached: usize, at: Instant) {
         self.shared
             .instruments

@@ -105,25 +105,6 @@ pub fn alive(pid: u32) -> bool {
         .is_some_and(|rest| !rest.starts_with('Z'))
 }
 
-/// The loadgen binary: CANDLELIGHT_LOADGEN_BIN, else beside this test's target
-/// directory (`cargo build --workspace --bins` builds it there).
-pub fn loadgen_bin() -> anyhow::Result<PathBuf> {
-    let bin = match std::env::var_os("CANDLELIGHT_LOADGEN_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::current_exe()?
-            .parent()
-            .and_then(Path::parent)
-            .context("the test binary lives in target/<profile>/deps")?
-            .join("loadgen"),
-    };
-    ensure!(
-        bin.is_file(),
-        "loadgen binary {} missing: run `cargo build -p loadgen` (or set CANDLELIGHT_LOADGEN_BIN)",
-        bin.display()
-    );
-    Ok(bin)
-}
-
 /// One loadgen process, its output in `<dir>.log`.
 pub struct Loadgen {
     child: Child,
@@ -133,7 +114,7 @@ pub struct Loadgen {
 impl Loadgen {
     pub fn spawn(log: &Path, args: &[String]) -> anyhow::Result<Loadgen> {
         let file = std::fs::File::create(log)?;
-        let child = Command::new(loadgen_bin()?)
+        let child = Command::new(crate::common::process::loadgen_bin())
             .args(args)
             .env("OTEL_TRACES_EXPORTER", "none")
             .stdout(Stdio::from(file.try_clone()?))
@@ -238,36 +219,15 @@ pub fn total(text: &str, name: &str) -> f64 {
     samples(text, name).iter().map(|s| s.value).sum()
 }
 
-/// Prometheus' HTTP API, every query at an explicit evaluation time so that
-/// queries compared with each other see the same data.
-pub struct Prometheus {
-    url: String,
-    client: reqwest::Client,
-}
+pub use crate::e2e::Prometheus;
 
+/// Queries at an explicit evaluation time, so that queries compared with each
+/// other see the same data.
 impl Prometheus {
-    pub fn new(url: &str) -> Prometheus {
-        Prometheus {
-            url: url.to_owned(),
-            client: reqwest::Client::new(),
-        }
-    }
-
     /// The samples of an instant vector at `time` (Unix seconds).
     pub async fn query_at(&self, expr: &str, time: f64) -> anyhow::Result<Vec<Sample>> {
-        let body: Value = self
-            .client
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", expr), ("time", &format!("{time:.3}"))])
-            .send()
-            .await?
-            .json()
-            .await?;
-        ensure!(body["status"] == "success", "query {expr} failed: {body}");
-        let items = body["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let data = self.query_data(expr, Some(time)).await?;
+        let items = data["result"].as_array().cloned().unwrap_or_default();
         items
             .iter()
             .map(|item| {

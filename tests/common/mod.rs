@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+pub mod process;
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

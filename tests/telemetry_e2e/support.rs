@@ -123,12 +123,16 @@ impl Prometheus {
         }
     }
 
-    /// Instant query; the samples of a vector result (a scalar becomes one sample).
-    pub async fn query(&self, expr: &str) -> anyhow::Result<Vec<Value>> {
+    /// The `data` of an instant query evaluated at `time` (Unix seconds), or now.
+    pub async fn query_data(&self, expr: &str, time: Option<f64>) -> anyhow::Result<Value> {
+        let mut params = vec![("query", expr.to_owned())];
+        if let Some(t) = time {
+            params.push(("time", format!("{t:.3}")));
+        }
         let body: Value = self
             .client
             .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", expr)])
+            .query(&params)
             .send()
             .await?
             .json()
@@ -136,14 +140,40 @@ impl Prometheus {
         if body["status"] != "success" {
             bail!("query {expr} failed: {body}");
         }
-        Ok(match &body["data"]["result"] {
-            Value::Array(items) if body["data"]["resultType"] == "scalar" => {
+        Ok(body["data"].clone())
+    }
+
+    /// Instant query; the samples of a vector result (a scalar becomes one sample).
+    pub async fn query(&self, expr: &str) -> anyhow::Result<Vec<Value>> {
+        let data = self.query_data(expr, None).await?;
+        Ok(match &data["result"] {
+            Value::Array(items) if data["resultType"] == "scalar" => {
                 vec![serde_json::json!({ "value": items })]
             }
             Value::Array(items) => items.clone(),
             _ => Vec::new(),
         })
     }
+}
+
+/// A server on the real model exporting OTLP/gRPC to `collector`: spans
+/// leave every 200 ms, metrics every second.
+pub fn server_exporting_to(
+    collector: &Service,
+    max_batch_size: &str,
+) -> anyhow::Result<crate::common::TestServer> {
+    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "200");
+    let endpoint = format!("http://127.0.0.1:{}", collector.get("grpc")?);
+    Ok(crate::common::server_with(&[
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-protocol",
+        "grpc",
+        "--metric-export-interval-ms",
+        "1000",
+        "--max-batch-size",
+        max_batch_size,
+    ]))
 }
 
 /// The value of one sample of a query result (NaN and infinities included).

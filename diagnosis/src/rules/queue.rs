@@ -70,26 +70,14 @@ pub(super) fn queue_saturation(cx: &Ctx) -> Outcome {
         why.push("the waiting queue keeps growing".to_string());
         severity = Severity::Critical;
     }
-    if let Some(LoadShape::Open { rate }) = cx.s.load.as_ref().map(|l| l.shape) {
-        if let Some(achieved) = cx.s.load.as_ref().and_then(|l| l.achieved_rate) {
-            if rate > 0.0 {
-                let e = check!(
-                    cx,
-                    "achieved_over_offered_rate",
-                    achieved / rate,
-                    Ratio,
-                    Below,
-                    OPEN_LOOP_MIN_ACHIEVED
-                );
-                if e.is_met() {
-                    why.push(format!(
-                        "only {achieved:.2} of {rate:.2} requests/s offered complete"
-                    ));
-                    severity = Severity::Critical;
-                }
-                ev.push(e);
-            }
+    if let Some((e, achieved, rate)) = open_loop_shortfall(cx) {
+        if e.is_met() {
+            why.push(format!(
+                "only {achieved:.2} of {rate:.2} requests/s offered complete"
+            ));
+            severity = Severity::Critical;
         }
+        ev.push(e);
     }
     if let Some(r) = cx.s.server.rejected_fraction {
         let e = check!(
@@ -144,6 +132,27 @@ pub(super) fn queue_saturation(cx: &Ctx) -> Outcome {
         ev,
         remedies(QUEUE_REMEDIES),
     ))
+}
+
+/// Achieved over offered request rate, for an open loop that reports both:
+/// the check, the achieved rate and the offered one.
+fn open_loop_shortfall(cx: &Ctx) -> Option<(Evidence, f64, f64)> {
+    let load = cx.s.load.as_ref()?;
+    let LoadShape::Open { rate } = load.shape else {
+        return None;
+    };
+    let achieved = load.achieved_rate?;
+    (rate > 0.0).then(|| {
+        let e = check!(
+            cx,
+            "achieved_over_offered_rate",
+            achieved / rate,
+            Ratio,
+            Below,
+            OPEN_LOOP_MIN_ACHIEVED
+        );
+        (e, achieved, rate)
+    })
 }
 
 /// The batch limit and the mean decode batch.

@@ -15,7 +15,7 @@ use crate::engine::events::NoopObserver;
 use crate::engine::request::{Finish, GenerationRequest, StoppingCriteria};
 use crate::engine::sampler::SamplingParams;
 use crate::engine::tokenizer::TokenizerSpec;
-use crate::engine::QueueSlot;
+use crate::engine::{InFlight, QueueSlot};
 
 const VOCAB: usize = 8;
 const EOS: u32 = 7;
@@ -172,6 +172,7 @@ impl Harness {
             reply,
             queued_at: Instant::now(),
             slot,
+            held: InFlight::take(&self.stats),
         });
         self.next_id += 1;
         rx
@@ -223,6 +224,7 @@ fn a_request_generates_until_its_length_and_frees_its_kv() {
     assert!(failure.is_none());
     assert_eq!(h.runner.kv_usage().reserved, 0);
     assert_eq!(h.stats.queued.load(Ordering::Relaxed), 0);
+    assert_eq!(h.stats.in_flight.load(Ordering::SeqCst), 0);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Every metric, attribute and span name candlelight emits, written once.
 //!
 //! The instruments in [`super::metrics`], [`super::host`] and [`super::gpu`] are built
-//! from these definitions, and the README table and the dashboard test read the
+//! from these definitions, and the table in docs/telemetry.md and the dashboard test read the
 //! same list ([`ALL_METRICS`]), so a rename cannot drift between code, docs and
 //! dashboards. Units are UCUM, so Prometheus names come out predictable; see
 //! [`MetricDef::prometheus_name`].
@@ -16,7 +16,7 @@ pub enum Kind {
     Gauge,
 }
 
-/// Which part of the system a metric describes (groups the README table).
+/// Which part of the system a metric describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
     GenAi,
@@ -552,7 +552,7 @@ pub const GPU_AVAILABLE: MetricDef = scalar(
     &[],
 );
 
-/// Every metric candlelight exports, in README order.
+/// Every metric candlelight exports, in the order docs/telemetry.md lists them.
 pub const ALL_METRICS: &[MetricDef] = &[
     REQUEST_DURATION,
     TIME_TO_FIRST_TOKEN,
@@ -601,7 +601,7 @@ pub const ALL_METRICS: &[MetricDef] = &[
 ];
 
 /// A Markdown table of [`ALL_METRICS`] (name, Prometheus name, unit, kind, meaning)
-/// for the README, so the docs are generated from the code, not copied.
+/// for docs/telemetry.md, so the docs are generated from the code, not copied.
 pub fn markdown_table() -> String {
     let mut out = String::from(
         "| Metric | Prometheus name | Unit | Kind | Labels | Meaning |\n|---|---|---|---|---|---|\n",

@@ -101,3 +101,13 @@ fn histogram_series_and_labels_are_prometheus_shaped() {
     );
     assert!(markdown_table().contains("`candlelight_gpu_available`"));
 }
+
+#[test]
+fn docs_telemetry_lists_every_metric() {
+    let doc = include_str!("../../../docs/telemetry.md");
+    assert!(
+        doc.contains(&markdown_table()),
+        "docs/telemetry.md's metric table is stale; paste telemetry::names::markdown_table():\n{}",
+        markdown_table()
+    );
+}

@@ -1,18 +1,29 @@
-//! Real processes for the diagnosis scenarios: the candlelight server binary
-//! (with the flags and fault switches a scenario needs), loadgen, and CPU
-//! burners. Each is killed on drop, on failure too.
+//! Real processes: the candlelight server binary (with the flags and fault
+//! switches a test needs), loadgen, and CPU burners. Each is killed on drop,
+//! on failure too.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Where the workspace's binaries are: beside CANDLELIGHT_BIN when set, else
+/// in this test's own `target/<profile>` (test binaries live in its `deps/`).
 fn target_dir() -> PathBuf {
     std::env::var_os("CANDLELIGHT_BIN")
         .map(PathBuf::from)
         .and_then(|b| b.parent().map(PathBuf::from))
-        .unwrap_or_else(|| super::common::repo_root().join("target/debug"))
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.to_path_buf())
+        })
+        .unwrap_or_else(|| super::repo_root().join("target/debug"))
+}
+
+/// The loadgen binary: CANDLELIGHT_LOADGEN_BIN, else beside the server's.
+pub fn loadgen_bin() -> PathBuf {
+    binary("CANDLELIGHT_LOADGEN_BIN", "loadgen")
 }
 
 fn binary(var: &str, name: &str) -> PathBuf {
@@ -51,7 +62,7 @@ impl Server {
         let file = std::fs::File::create(&log).expect("server log");
         let mut cmd = Command::new(binary("CANDLELIGHT_BIN", "candlelight"));
         cmd.args(["serve", "--model"])
-            .arg(super::common::model_path())
+            .arg(super::model_path())
             .args([
                 "--host",
                 "127.0.0.1",
@@ -72,12 +83,38 @@ impl Server {
             port,
             log,
         };
-        super::common::wait_healthy(&server.url);
+        super::wait_healthy(&server.url);
         server
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `TERM`, `INT`) to the server.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {}", self.pid());
+    }
+
+    /// Waits up to `limit` for the server to exit; its exit code, or `None`
+    /// if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 }
 
@@ -124,7 +161,7 @@ impl Drop for Burner {
 /// returns its `result.json`.
 pub fn loadgen(url: &str, args: &[&str], cpus: Option<&str>) -> Value {
     let out = tempfile::tempdir().expect("temp dir");
-    let bin = binary("CANDLELIGHT_LOADGEN_BIN", "loadgen");
+    let bin = loadgen_bin();
     let mut cmd = match cpus {
         Some(c) => {
             let mut t = Command::new("taskset");
