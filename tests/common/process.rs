@@ -21,6 +21,11 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| super::repo_root().join("target/debug"))
 }
 
+/// The server binary: CANDLELIGHT_BIN, else this test's own target dir's.
+pub fn candlelight_bin() -> PathBuf {
+    binary("CANDLELIGHT_BIN", "candlelight")
+}
+
 /// The loadgen binary: CANDLELIGHT_LOADGEN_BIN, else beside the server's.
 pub fn loadgen_bin() -> PathBuf {
     binary("CANDLELIGHT_LOADGEN_BIN", "loadgen")
@@ -60,7 +65,7 @@ impl Server {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("candlelight-scenario-{port}.log"));
         let file = std::fs::File::create(&log).expect("server log");
-        let mut cmd = Command::new(binary("CANDLELIGHT_BIN", "candlelight"));
+        let mut cmd = Command::new(candlelight_bin());
         cmd.args(["serve", "--model"])
             .arg(super::model_path())
             .args([
@@ -157,15 +162,17 @@ impl Drop for Burner {
     }
 }
 
-/// Runs loadgen against `url` (pinned to `cpus` with taskset when set) and
-/// returns its `result.json`.
+/// Runs loadgen against `url` and returns its `result.json`. With `cpus` set it
+/// runs pinned there (taskset) at the lowest priority (nice 19), so busy loops
+/// on those cpus starve it whatever the kernel's scheduler: at equal priority a
+/// recent scheduler wakes it within a few ms and nothing slips.
 pub fn loadgen(url: &str, args: &[&str], cpus: Option<&str>) -> Value {
     let out = tempfile::tempdir().expect("temp dir");
     let bin = loadgen_bin();
     let mut cmd = match cpus {
         Some(c) => {
             let mut t = Command::new("taskset");
-            t.args(["-c", c]).arg(&bin);
+            t.args(["-c", c, "nice", "-n", "19"]).arg(&bin);
             t
         }
         None => Command::new(&bin),
@@ -203,14 +210,37 @@ pub fn bottlenecks(result: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Asserts the diagnosis named `want`, showing the whole diagnosis otherwise.
+/// Asserts the diagnosis named `want`, showing the evidence otherwise.
 pub fn expect_finding(result: &Value, want: &str) {
     let found = bottlenecks(result);
     assert!(
         found.iter().any(|b| b == want),
-        "expected a `{want}` finding, got {found:?}:\n{}",
-        serde_json::to_string_pretty(&result["diagnosis"]).unwrap_or_default()
+        "expected a `{want}` finding, got {found:?}; evidence:\n{}",
+        evidence_lines(&result["diagnosis"])
     );
+}
+
+/// One line per piece of evidence of a diagnosis (its findings' and the
+/// checked ones'): short enough for a CI log that keeps only a part.
+pub fn evidence_lines(diagnosis: &Value) -> String {
+    let findings = diagnosis["findings"].as_array().into_iter().flatten();
+    let fired = findings.flat_map(|f| f["evidence"].as_array().into_iter().flatten());
+    let checked = diagnosis["evidence"].as_array().into_iter().flatten();
+    fired
+        .chain(checked)
+        .map(|e| {
+            format!(
+                "  {:<16} {:<40} {} {} {} (met: {})",
+                e["bottleneck"].as_str().unwrap_or("-"),
+                e["signal"].as_str().unwrap_or("-"),
+                e["value"],
+                e["comparison"].as_str().unwrap_or(""),
+                e["threshold"],
+                e["met"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The first trace id of the first `want` finding.
