@@ -50,6 +50,12 @@ pub async fn accept(
             // `map`: the guard `wait_for` returns must not live across an await.
             _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
         };
+        // Streamed tokens are small writes: with Nagle's algorithm one waits
+        // for the client's delayed ACK of the previous (up to 40 ms on Linux),
+        // which shows as a late first token whenever prefill is quick.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
         let slot = slots.clone().try_acquire_owned().ok();
         let router = if slot.is_some() { &app } else { &overflow };
         let service = router
