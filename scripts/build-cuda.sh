@@ -10,11 +10,11 @@
 #   are allowed at link time, and --no-as-needed on the final link keeps every
 #   CUDA library in the binary's NEEDED list, so the loader finds them.
 # - venv and stubs are cached under $HOME/.cache/candlelight/cuda; the build
-#   has its own target dir (target/cuda), since its RUSTFLAGS differ.
+#   has its own target dir there too, since its RUSTFLAGS differ; clones share it.
 #
 # Usage: scripts/build-cuda.sh [--dry-run]
 #   CUDA_COMPUTE_CAP  GPU architecture to compile for (default 90: H100/H200)
-#   CUDA_TARGET_DIR   cargo target dir (default <repo>/target/cuda)
+#   CUDA_TARGET_DIR   cargo target dir (default $HOME/.cache/candlelight/cuda/target)
 #   CUDA_CACHE_DIR    venv and stubs (default $HOME/.cache/candlelight/cuda)
 # The first build takes long (about an hour on 2 cores: every dependency plus
 # candle's CUDA kernels); later ones rebuild only what changed.
@@ -22,7 +22,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${CUDA_CACHE_DIR:-$HOME/.cache/candlelight/cuda}"
-target_dir="${CUDA_TARGET_DIR:-$root/target/cuda}"
+target_dir="${CUDA_TARGET_DIR:-$cache/target}"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 venv="$cache/venv"
 stubs="$cache/stubs"

@@ -25,6 +25,11 @@ export CANDLELIGHT_REQUIRE_JAEGER=1
 step "Helm chart: lint, render, strict decoding, collector configs"
 scripts/check-chart.sh
 
+step "GPU scripts: the parts that need no GPU (tests/gpu_check_cpu.rs runs the rest on the CPU)"
+for s in scripts/build-cuda.sh scripts/gpu-check.sh; do bash -n "$s"; done
+scripts/build-cuda.sh --dry-run >/dev/null
+scripts/gpu-check.sh --help >/dev/null
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
