@@ -157,8 +157,36 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
+/// Sends `req` again (up to [`RESENDS`] times) when a kept-alive connection
+/// was closed under it before any response byte: the server closed it after
+/// its previous response (llama-server does after streamed ones), so it never
+/// read this request. Browsers and HTTP clients retry this race the same way.
+async fn send(req: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
+    const RESENDS: usize = 3;
+    let mut req = req;
+    for _ in 0..RESENDS {
+        let again = req.try_clone();
+        match (req.send().await, again) {
+            (Err(e), Some(again)) if closed_before_response(&e) => req = again,
+            (result, _) => return result,
+        }
+    }
+    req.send().await
+}
+
+fn closed_before_response(e: &reqwest::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message();
+        }
+        src = s.source();
+    }
+    false
+}
+
 async fn stream(api: ApiKind, req: reqwest::RequestBuilder, p: &mut Progress) -> Outcome {
-    let resp = match req.send().await {
+    let resp = match send(req).await {
         Ok(r) => r,
         Err(e) => return transport_error(&e),
     };
