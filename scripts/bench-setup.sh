@@ -6,6 +6,10 @@
 #    version's sources, by scripts/build-llama-cpp.sh native (cached under
 #    $HOME/.cache/candlelight/llama.cpp). The last line printed is its bin dir.
 # Cached: each part does nothing when already built.
+#
+#   scripts/bench-setup.sh           both
+#   scripts/bench-setup.sh server    llama-server only (bench-server.sh without
+#                                    its optional llama_cpp.server column)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +19,10 @@ build_server() {
   echo "bench-setup: llama-server at $bin/llama-server"
   echo "$bin"
 }
+if [ "${1:-}" = server ]; then
+  build_server
+  exit 0
+fi
 venv=.venv-bench
 version=0.3.36   # the version that produced tests/data/reference
 # AVX-512 with VNNI, no AMX: a native build enables AMX tiles on CPUs that have
