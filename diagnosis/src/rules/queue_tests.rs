@@ -142,3 +142,26 @@ fn kv_near_miss_below_the_reserved_share() {
 fn kv_near_miss_when_batches_are_full() {
     expect_quiet(&kv_blocked(0.7, 15.0), KvCache);
 }
+
+#[test]
+fn queue_time_share_is_capped_where_bucket_interpolation_overshoots() {
+    let mut s = baseline();
+    s.server.queue_time = Some(Summary::new(20.0, 38.6));
+    s.server.e2e = Some(Summary::new(21.0, 24.1));
+    let d = expect_fires(&s, QueueSaturation);
+    let share = d
+        .finding(QueueSaturation)
+        .and_then(|f| {
+            f.evidence
+                .iter()
+                .find(|e| e.signal == "queue_time_share_p99")
+        })
+        .and_then(|e| e.value);
+    assert_eq!(share, Some(1.0));
+    let f = d.finding(QueueSaturation).expect("finding");
+    assert!(
+        f.summary.contains("wait 24.10 s of their 24.10 s"),
+        "{}",
+        f.summary
+    );
+}
