@@ -287,3 +287,51 @@ pub fn error_message(body: &str) -> String {
             .replace('\n', " ")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that reads the first request and closes the connection without
+    /// a response, then answers the next connection's request.
+    async fn closes_once() -> std::io::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/", listener.local_addr()?);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            if let Ok((mut first, _)) = listener.accept().await {
+                let _ = first.read(&mut buf).await;
+            }
+            if let Ok((mut second, _)) = listener.accept().await {
+                let _ = second.read(&mut buf).await;
+                let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                let _ = second.write_all(reply).await;
+            }
+        });
+        Ok(url)
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_any_response_byte_is_sent_again() {
+        let url = closes_once().await.expect("listener");
+        let req = reqwest::Client::new().post(url).body("{}");
+        let resp = super::send(req)
+            .await
+            .expect("sent again on a new connection");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.expect("body"), "ok");
+    }
+
+    #[tokio::test]
+    async fn other_transport_failures_are_not_retried() {
+        // Nothing listens: a connect error, returned as it is.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let req = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/"));
+        let err = super::send(req).await.expect_err("nothing listens");
+        assert!(err.is_connect(), "{err}");
+        assert!(!super::closed_before_response(&err));
+    }
+}
