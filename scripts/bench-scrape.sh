@@ -8,6 +8,8 @@
 # /proc/PID/stat), and what 20 scrapes a second would take of one core.
 #
 #   scripts/bench-scrape.sh            SCRAPES (2000), THREADS (2)
+# The CPU per scrape is all of the server's CPU time over the run divided by
+# the scrapes: an upper bound (the idle engine and samplers count too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCRAPES=${SCRAPES:-2000}

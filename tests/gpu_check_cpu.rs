@@ -1,6 +1,9 @@
 //! The non-CUDA parts of the GPU check (`scripts/gpu-check.sh`, docs/gpu.md),
 //! run on the CPU: the metadata-only model file, a server on synthetic weights,
-//! and `compare-logits` on those weights. The GPU machine runs the same
+//! and `compare-logits` on those weights. On the CPU the subject and the
+//! reference are both candle on the CPU, so the prefill pass agrees by
+//! construction; the decode pass (token by token against the batched prefill)
+//! and the command's plumbing are what this checks. The GPU machine runs the same
 //! commands with `--device cuda:0`. Needs the server binary (`cargo build
 //! --bins`).
 
@@ -65,43 +68,67 @@ async fn synthetic_weights_serve_and_match_the_cpu_reference() {
     assert!(log.contains("compare-logits: PASS"), "{log}");
 
     let port = free_port();
-    let mut server = Command::new(candlelight_bin())
+    let log = dir.path().join("server.log");
+    let file = std::fs::File::create(&log).expect("server log");
+    let server = Command::new(candlelight_bin())
+        .args(["serve", "--model", &meta, "--synthetic", "1"])
+        .args(["--device", "cpu", "--host", "127.0.0.1"])
         .args([
-            "serve",
-            "--model",
-            &meta,
-            "--synthetic",
-            "1",
-            "--device",
-            "cpu",
+            "--port",
+            &port.to_string(),
+            "--threads",
+            "2",
+            "--no-telemetry",
         ])
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--threads", "2", "--no-telemetry"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(file.try_clone().expect("log handle"))
+        .stderr(file)
         .spawn()
         .expect("start the server");
-    let result = ask(port).await;
-    let _ = server.kill();
-    let _ = server.wait();
+    // Killed on drop: a failed assertion below must not leave it running.
+    let mut server = KillOnDrop(server);
+    let result = ask(port, &mut server.0, &log).await;
     let (info, generated) = result;
     assert_eq!(info["backend"], "candle", "{info}");
     assert_eq!(info["device"], "cpu", "{info}");
     assert_eq!(generated["details"]["generated_tokens"], 4, "{generated}");
 }
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `/info` and a 4-token `/generate` once the server is ready.
-async fn ask(port: u16) -> (serde_json::Value, serde_json::Value) {
+async fn ask(
+    port: u16,
+    server: &mut std::process::Child,
+    log: &std::path::Path,
+) -> (serde_json::Value, serde_json::Value) {
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("HTTP client");
     let deadline = Instant::now() + Duration::from_secs(120);
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
     while !client
         .get(format!("{base}/health"))
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())
     {
-        assert!(Instant::now() < deadline, "server not ready in 120 s");
+        if let Ok(Some(status)) = server.try_wait() {
+            panic!("server exited ({status}):\n{}", log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server not ready in 120 s:\n{}",
+            log_text()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let info = client

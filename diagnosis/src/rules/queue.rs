@@ -99,9 +99,11 @@ pub(super) fn queue_saturation(cx: &Ctx) -> Outcome {
     }
     match (cx.s.server.queue_time, cx.s.server.e2e) {
         (Some(q), Some(e2e)) if e2e.p99 > 0.0 => {
-            // No request queues longer than it lives, but both p99s are read
-            // from histogram buckets, and interpolation inside one wide bucket
-            // can put the queue's above the whole's: cap the share at 1.
+            // No request queues longer than it lives, but the two p99s can
+            // still cross: the window's queue histogram counts requests as they
+            // are admitted and the E2E one as they finish (not the same
+            // requests on a saturated run), and both are read by interpolation
+            // inside wide buckets. A share above 1 says nothing more: cap it.
             let queued = q.p99.min(e2e.p99);
             let e = check!(
                 cx,

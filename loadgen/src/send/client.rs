@@ -157,10 +157,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-/// Sends `req` again (up to [`RESENDS`] times) when a kept-alive connection
-/// was closed under it before any response byte: the server closed it after
-/// its previous response (llama-server does after streamed ones), so it never
-/// read this request. Browsers and HTTP clients retry this race the same way.
+/// Sends `req` again (up to [`RESENDS`] times) when its connection closed
+/// before any response byte. The case this is for: a kept-alive connection the
+/// server closed after its previous response (llama-server does after streamed
+/// ones), so it never read this request; browsers retry that race the same way.
+/// hyper cannot tell it apart from a server that read the request and then
+/// dropped the connection (a crash, say): that one is sent again too, and its
+/// latency includes the failed attempts.
 async fn send(req: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
     const RESENDS: usize = 3;
     let mut req = req;
@@ -290,48 +293,64 @@ pub fn error_message(body: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A server that reads the first request and closes the connection without
-    /// a response, then answers the next connection's request.
-    async fn closes_once() -> std::io::Result<String> {
+    /// Reads one whole request (headers and the 2-byte body the tests send).
+    async fn read_request(conn: &mut tokio::net::TcpStream) {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.ends_with(b"\r\n\r\n{}") {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// A server that reads each request and closes its connection without a
+    /// response, `closes` times, then answers. Counts the connections.
+    async fn closes(closes: usize) -> std::io::Result<(String, Arc<AtomicUsize>)> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/", listener.local_addr()?);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            if let Ok((mut first, _)) = listener.accept().await {
-                let _ = first.read(&mut buf).await;
-            }
-            if let Ok((mut second, _)) = listener.accept().await {
-                let _ = second.read(&mut buf).await;
-                let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                let _ = second.write_all(reply).await;
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                read_request(&mut conn).await;
+                if n >= closes {
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    let _ = conn.write_all(reply).await;
+                }
             }
         });
-        Ok(url)
+        Ok((url, accepted))
     }
 
     #[tokio::test]
     async fn a_connection_closed_before_any_response_byte_is_sent_again() {
-        let url = closes_once().await.expect("listener");
+        let (url, accepted) = closes(1).await.expect("listener");
         let req = reqwest::Client::new().post(url).body("{}");
         let resp = super::send(req)
             .await
             .expect("sent again on a new connection");
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.text().await.expect("body"), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
-    async fn other_transport_failures_are_not_retried() {
-        // Nothing listens: a connect error, returned as it is.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let req = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/"));
-        let err = super::send(req).await.expect_err("nothing listens");
-        assert!(err.is_connect(), "{err}");
-        assert!(!super::closed_before_response(&err));
+    async fn resends_stop_after_their_bound() {
+        let (url, accepted) = closes(usize::MAX).await.expect("listener");
+        let req = reqwest::Client::new().post(url).body("{}");
+        let err = super::send(req)
+            .await
+            .expect_err("every attempt is dropped");
+        assert!(super::closed_before_response(&err), "{err}");
+        // The first attempt and three resends.
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
     }
 }
