@@ -28,16 +28,17 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Light load on an unsaturated server.
+/// Light load on an unsaturated server, long enough (a few seconds) for the
+/// CPU samplers to take several samples at loadgen's 0.5 s interval.
 const LIGHT: &[&str] = &[
     "--concurrency",
     "2",
     "--requests",
-    "16",
+    "40",
     "--input-len",
     "32",
     "--output-len",
-    "32",
+    "64",
 ];
 
 #[test]

@@ -95,7 +95,12 @@ async fn multi_turn_conversations_send_history_and_report_each_turn() {
         first_turns[0].2, 16,
         "10-word system prompt + 6-word message"
     );
-    assert!(first_turns[1].3 >= 10, "the system prompt is shared");
+    // The two first turns are sent at once: whichever the mock reads second
+    // finds the other's system prompt cached.
+    assert!(
+        first_turns.iter().any(|t| t.3 >= 10),
+        "the system prompt is shared: {first_turns:?}"
+    );
     let cached = &s["cached_tokens"];
     assert_eq!(cached["requests"], 6, "{cached}");
     assert!(cached["sum"].as_u64().is_some_and(|v| v > 0));
