@@ -68,17 +68,6 @@ const SHAPES: &[Shape] = &[
 
 const BATCHES: &[usize] = &[1, 4, 16, 512];
 
-/// The GGUF types with native kernels, for the per-format pass.
-const FORMATS: &[GgmlDType] = &[
-    GgmlDType::Q4_0,
-    GgmlDType::Q4_1,
-    GgmlDType::Q5_0,
-    GgmlDType::Q8_0,
-    GgmlDType::Q4K,
-    GgmlDType::Q5K,
-    GgmlDType::Q6K,
-];
-
 /// Byte offsets of a block's f16 scale fields and a sane range for each.
 fn f16_fields(dtype: GgmlDType) -> &'static [(usize, f32, f32)] {
     match dtype {
@@ -262,7 +251,7 @@ fn format_pass(budget: Duration, rng: &mut StdRng) -> Result<()> {
         "type", "bytes/elt", "vs gguf", "n=1", "n=4", "n=16", "n=512", "n=1 GB/s"
     );
     let mut scratch = MatmulScratch::default();
-    for &dtype in FORMATS {
+    for dtype in QMatrix::NATIVE_TYPES {
         let shape = Shape {
             name: "format",
             rows: 2048,

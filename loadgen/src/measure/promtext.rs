@@ -191,22 +191,23 @@ impl Histogram {
         let Some(before) = before else {
             return self.clone();
         };
-        let prior = |le: f64| {
-            before
-                .buckets
-                .iter()
-                .find(|(b, _)| *b == le)
-                .map_or(0.0, |(_, c)| *c)
-        };
         Histogram {
             buckets: self
                 .buckets
                 .iter()
-                .map(|(le, c)| (*le, c - prior(*le)))
+                .map(|(le, c)| (*le, c - before.count_at(*le)))
                 .collect(),
             sum: self.sum - before.sum,
             count: self.count - before.count,
         }
+    }
+
+    /// The cumulative count at bucket bound `le` (0 where there is no such bound).
+    fn count_at(&self, le: f64) -> f64 {
+        self.buckets
+            .iter()
+            .find(|(b, _)| *b == le)
+            .map_or(0.0, |(_, c)| *c)
     }
 
     pub fn mean(&self) -> Option<f64> {
@@ -237,18 +238,11 @@ impl Histogram {
 
     /// Adds `other`'s counts (same bucket bounds) to these.
     pub fn plus(&self, other: &Histogram) -> Histogram {
-        let count_at = |le: f64| {
-            other
-                .buckets
-                .iter()
-                .find(|(b, _)| *b == le)
-                .map_or(0.0, |(_, c)| *c)
-        };
         Histogram {
             buckets: self
                 .buckets
                 .iter()
-                .map(|(le, c)| (*le, c + count_at(*le)))
+                .map(|(le, c)| (*le, c + other.count_at(*le)))
                 .collect(),
             sum: self.sum + other.sum,
             count: self.count + other.count,

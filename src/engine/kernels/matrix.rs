@@ -124,18 +124,20 @@ impl QMatrix {
         })
     }
 
+    /// The GGUF types [`Self::from_gguf`] keeps quantized, with native kernels.
+    pub const NATIVE_TYPES: [GgmlDType; 7] = [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+    ];
+
     /// Whether [`Self::from_gguf`] keeps `dtype` quantized.
     pub fn has_kernel(dtype: GgmlDType) -> bool {
-        matches!(
-            dtype,
-            GgmlDType::Q4_0
-                | GgmlDType::Q4_1
-                | GgmlDType::Q5_0
-                | GgmlDType::Q8_0
-                | GgmlDType::Q4K
-                | GgmlDType::Q5K
-                | GgmlDType::Q6K
-        )
+        Self::NATIVE_TYPES.contains(&dtype)
     }
 
     /// Wraps an f32 matrix (any other GGUF dtype, dequantized by the caller).
