@@ -4,6 +4,8 @@
 //! Run: `scripts/bench-engine.sh` (builds llama.cpp, sets target-cpu=native).
 //! Prints single-stream decode tokens/s, prefill tokens/s at 512 tokens, and
 //! aggregate decode tokens/s at 1, 4, 8 and 16 concurrent sequences, with ratios.
+//! `BENCH_SKIP_OTHERS=1` runs only the native backend (before/after comparisons);
+//! `BENCH_DECODE_ONLY=N` runs N single-stream decodes and nothing else (profiling).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -114,6 +116,22 @@ fn measure(b: &mut dyn Backend) -> Figures {
     }
 }
 
+/// `BENCH_DECODE_ONLY=N`: N single-stream decode runs and nothing else, for
+/// profiling the decode step alone (`perf record`).
+fn decode_only(b: &mut dyn Backend, reps: usize) {
+    let positions = prompt().len() + DECODE_TOKENS;
+    b.allocate_kv(BLOCK, positions.div_ceil(BLOCK))
+        .expect("KV pool");
+    let mut logits = Vec::new();
+    for _ in 0..reps {
+        let secs = decode_secs(b, 1, DECODE_TOKENS, &mut logits);
+        println!(
+            "single-stream decode: {:.1} tokens/s",
+            DECODE_TOKENS as f64 / secs
+        );
+    }
+}
+
 fn load(path: &Path, backend: BackendKind, threads: usize) -> Option<LoadedModel> {
     let options = LoadOptions {
         device: Device::Cpu,
@@ -210,6 +228,13 @@ fn main() {
     let mut native = load(&path, BackendKind::Native, threads).expect("the native backend loads");
     let info = native.backend.info();
     eprintln!("candlelight: {} threads, {}", info.threads, info.compute);
+    if let Some(reps) = std::env::var("BENCH_DECODE_ONLY")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        decode_only(native.backend.as_mut(), reps);
+        return;
+    }
     let ours = measure(native.backend.as_mut());
     drop(native);
     // BENCH_SKIP_OTHERS=1: only the native backend (for before/after comparisons).

@@ -12,15 +12,30 @@ type SuperOf<F> = <<F as Format>::S as Scales>::Super;
 pub struct Packed<F: Format> {
     rows: usize,
     nb: usize,
-    quants: Vec<F::Q>,
-    scales: Vec<F::S>,
+    tiles: Vec<Tile<F>>,
     supers: Vec<SuperOf<F>>,
 }
 
+/// One 32-column block of a 16-row group: its quants and, right after them, its
+/// scales. One array, so memory-bound decode streams one run of bytes: with the
+/// scales in an array of their own, single-stream decode was about 8% slower.
+#[repr(C)]
+pub struct Tile<F: Format> {
+    pub q: F::Q,
+    pub s: F::S,
+}
+
+// By hand: derives would require `F: Copy`.
+impl<F: Format> Clone for Tile<F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<F: Format> Copy for Tile<F> {}
+
 /// One 16-row group's tiles: what a kernel call reads.
 pub struct GroupView<'a, F: Format> {
-    pub quants: &'a [F::Q],
-    pub scales: &'a [F::S],
+    pub tiles: &'a [Tile<F>],
     /// Indexed by block `/ PER_SUPER`.
     pub supers: &'a [SuperOf<F>],
 }
@@ -60,8 +75,13 @@ impl<F: Format> Packed<F> {
         let mut m = Self {
             rows,
             nb,
-            quants: vec![F::Q::ZERO; groups * nb],
-            scales: vec![F::S::ZERO; groups * nb],
+            tiles: vec![
+                Tile {
+                    q: F::Q::ZERO,
+                    s: F::S::ZERO
+                };
+                groups * nb
+            ],
             supers: vec![F::S::ZERO_SUPER; groups * nb / per],
         };
         let mut q = vec![[0u8; QK]; per];
@@ -75,8 +95,8 @@ impl<F: Format> Packed<F> {
                 F::S::set_super(&mut m.supers[g * nb / per + s], i, sup);
                 for (k, (qk, rk)) in q.iter().zip(&row).enumerate() {
                     let at = g * nb + s * per + k;
-                    m.quants[at].set(i, qk);
-                    m.scales[at].set(i, *rk);
+                    m.tiles[at].q.set(i, qk);
+                    m.tiles[at].s.set(i, *rk);
                 }
             }
         }
@@ -96,17 +116,14 @@ impl<F: Format> Packed<F> {
     pub fn group(&self, g: usize) -> GroupView<'_, F> {
         let (nb, per) = (self.nb, F::S::PER_SUPER);
         GroupView {
-            quants: &self.quants[g * nb..(g + 1) * nb],
-            scales: &self.scales[g * nb..(g + 1) * nb],
+            tiles: &self.tiles[g * nb..(g + 1) * nb],
             supers: &self.supers[g * nb / per..(g + 1) * nb / per],
         }
     }
 
     /// Bytes held, including the zero rows that pad the last group.
     pub fn size_bytes(&self) -> usize {
-        size_of_val(self.quants.as_slice())
-            + size_of_val(self.scales.as_slice())
-            + size_of_val(self.supers.as_slice())
+        size_of_val(self.tiles.as_slice()) + size_of_val(self.supers.as_slice())
     }
 
     /// Row `j` in f32, exactly as GGML dequantizes it.
@@ -114,8 +131,9 @@ impl<F: Format> Packed<F> {
         let (g, i) = (j / GROUP, j % GROUP);
         let view = self.group(g);
         for (b, o) in out.chunks_exact_mut(QK).enumerate() {
-            let q = view.quants[b].get(i);
-            let s = view.scales[b].row(&view.supers[b / F::S::PER_SUPER], i);
+            let tile = &view.tiles[b];
+            let q = tile.q.get(i);
+            let s = tile.s.row(&view.supers[b / F::S::PER_SUPER], i);
             for (k, (o, &q)) in o.iter_mut().zip(&q).enumerate() {
                 let h = k / (QK / 2);
                 *o = s.d[h] * (f32::from(q) - F::OFFSET as f32) + s.m[h];

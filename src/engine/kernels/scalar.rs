@@ -6,16 +6,16 @@
 use super::blocks::QK;
 use super::formats::Format;
 use super::kernel_set::{Acts, GroupOut};
-use super::packed::GroupView;
+use super::packed::{GroupView, Tile};
 use super::tiles::{Quants, Scales, GROUP};
 
 /// `out[ri][i] = dot(row i, activation row ri)` for `ri < r`.
 pub fn group<F: Format>(w: GroupView<'_, F>, xs: Acts<'_>, r: usize, out: &mut GroupOut) {
-    let nb = w.quants.len();
+    let nb = w.tiles.len();
     let offset = F::OFFSET as f32;
     for (ri, o) in out.iter_mut().enumerate().take(r) {
         *o = [0.0; GROUP];
-        for (b, (tile, scales)) in w.quants.iter().zip(w.scales).enumerate() {
+        for (b, Tile { q: tile, s: scales }) in w.tiles.iter().enumerate() {
             let xb = &xs.q[ri * nb + b];
             let sup = &w.supers[b / F::S::PER_SUPER];
             for (i, acc) in o.iter_mut().enumerate() {

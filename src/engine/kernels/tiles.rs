@@ -13,6 +13,11 @@
 //! transpose; 5- and 6-bit quants add their high bits in layouts that SIMD code
 //! merges in one or two instructions. Every tile holds exactly the bits of the GGUF
 //! blocks it came from. Rows past the end of a matrix are zero (outputs dropped).
+//!
+//! Quant and scale tiles are 32-byte aligned and a multiple of 32 bytes long, so
+//! [`super::packed::Tile`] puts a block's scales right after its quants with no
+//! padding: a matrix takes exactly its GGUF bytes (K-quants' super-block scales
+//! aside).
 
 use half::f16;
 
@@ -33,7 +38,7 @@ pub trait Quants: Copy + Send + Sync + 'static {
 
 /// 4-bit quants: `qs[t][4i + e]` = element `4t + e` (low nibble) and `16 + 4t + e`
 /// (high nibble) of row `i`.
-#[repr(C, align(64))]
+#[repr(C, align(32))]
 #[derive(Clone, Copy, Debug)]
 pub struct Nib4 {
     pub qs: [[u8; 64]; 4],
@@ -41,7 +46,7 @@ pub struct Nib4 {
 
 /// 5-bit quants: [`Nib4`] for the low bits, and the fifth bits as 64-bit lane masks:
 /// bit `4i + e` of `high[t]` (`high[4 + t]`) is that of element `4t + e` (`16 + 4t + e`).
-#[repr(C, align(64))]
+#[repr(C, align(32))]
 #[derive(Clone, Copy, Debug)]
 pub struct Nib5 {
     pub qs: [[u8; 64]; 4],
@@ -50,7 +55,7 @@ pub struct Nib5 {
 
 /// 6-bit quants: [`Nib4`] for the low bits; byte `4i + e` of `high[u]` holds the top
 /// two bits of the lo and hi elements of word `t = 2u + v` at bits `4v` and `4v + 2`.
-#[repr(C, align(64))]
+#[repr(C, align(32))]
 #[derive(Clone, Copy, Debug)]
 pub struct Nib6 {
     pub qs: [[u8; 64]; 4],
@@ -59,7 +64,7 @@ pub struct Nib6 {
 
 /// 8-bit quants: `qs[t][4i + e]` = element `4t + e` of row `i` (GGML's signed Q8_0
 /// quants biased by +128, the unsigned operand VNNI wants).
-#[repr(C, align(64))]
+#[repr(C, align(32))]
 #[derive(Clone, Copy, Debug)]
 pub struct Byte8 {
     pub qs: [[u8; 64]; 8],

@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 use super::blocks::{BlockQ8_1, QK};
 use super::formats::Format;
 use super::kernel_set::{Acts, GroupOut, Kernels};
-use super::packed::GroupView;
+use super::packed::{GroupView, Tile};
 use super::tiles::{
     Byte8, F16Scales, F16ScalesMins, K6Scales, KScalesMins, Nib4, Nib5, Nib6, Quants, Scales, GROUP,
 };
@@ -115,7 +115,8 @@ pub trait Scales256: Scales {
 #[target_feature(enable = "avx2")]
 #[inline]
 fn load_half(p: &[u8; 64], h: usize) -> __m256i {
-    // SAFETY: tiles are 64-byte aligned, so each half is 32 aligned bytes.
+    // SAFETY: tiles are 32-byte aligned and word vectors sit at multiples of 32
+    // bytes in them, so each half is 32 aligned bytes.
     unsafe { _mm256_load_si256(p.as_ptr().add(32 * h).cast()) }
 }
 
@@ -332,7 +333,7 @@ where
     F::Q: Quants256,
     F::S: Scales256,
 {
-    let nb = w.quants.len();
+    let nb = w.tiles.len();
     for r0 in (0..r).step_by(AVX2_R) {
         let (xs, out) = (xs.rows(r0, r - r0, nb), &mut out[r0..]);
         // SAFETY: reachable only through `select::group_kernel` with the `Kernels`
@@ -357,7 +358,7 @@ where
     F::Q: Quants256,
     F::S: Scales256,
 {
-    let nb = w.quants.len();
+    let nb = w.tiles.len();
     let split = F::S::SPLIT;
     let hi_slot = usize::from(split);
     let rows: [&[BlockQ8_1]; R] = std::array::from_fn(|r| &xs.q[r * nb..(r + 1) * nb]);
@@ -371,7 +372,7 @@ where
     let offset_term = F::S::HAS_MIN || (F::OFFSET != 0 && F::Q::STORED);
     let offset = _mm256_set1_ps(-(F::OFFSET as f32));
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
-    for (b, (tile, scales)) in w.quants.iter().zip(w.scales).enumerate() {
+    for (b, Tile { q: tile, s: scales }) in w.tiles.iter().enumerate() {
         let sup = &w.supers[b / F::S::PER_SUPER];
         for h in 0..2 {
             // SAFETY (all trait calls): this function enables every feature they need.

@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 use super::blocks::BlockQ8_1;
 use super::formats::Format;
 use super::kernel_set::{Acts, GroupOut, Kernels};
-use super::packed::GroupView;
+use super::packed::{GroupView, Tile};
 use super::tiles::{
     Byte8, F16Scales, F16ScalesMins, K6Scales, KScalesMins, Nib4, Nib5, Nib6, Quants, Scales,
 };
@@ -55,8 +55,10 @@ pub trait Scales512: Scales {
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
 fn nibbles(p: &[u8; 64]) -> [__m512i; 2] {
-    // SAFETY: quant tiles are 64-byte aligned and each word vector is 64 bytes.
-    let p = unsafe { _mm512_load_si512(p.as_ptr().cast()) };
+    // SAFETY: each word vector is 64 bytes. Tiles are only 32-byte aligned (a tile's
+    // scales follow its quants unpadded), so the load is unaligned; it never splits
+    // a 32-byte half across cache lines.
+    let p = unsafe { _mm512_loadu_si512(p.as_ptr().cast()) };
     let mask = _mm512_set1_epi8(0x0F);
     [
         _mm512_and_si512(p, mask),
@@ -92,7 +94,7 @@ impl Quants512 for Nib6 {
     unsafe fn words(&self, t: usize) -> [__m512i; 2] {
         let [lo, hi] = nibbles(&self.qs[t]);
         // SAFETY: as in `nibbles`.
-        let h = unsafe { _mm512_load_si512(self.high[t / 2].as_ptr().cast()) };
+        let h = unsafe { _mm512_loadu_si512(self.high[t / 2].as_ptr().cast()) };
         // Move this word's top bits (at bits 4v, 4v + 2 of each byte) to bits 4..6.
         let (hl, hh) = if t.is_multiple_of(2) {
             (_mm512_slli_epi16(h, 4), _mm512_slli_epi16(h, 2))
@@ -112,11 +114,11 @@ impl Quants512 for Byte8 {
     #[target_feature(enable = "avx512f,avx512bw")]
     #[inline]
     unsafe fn words(&self, t: usize) -> [__m512i; 2] {
-        // SAFETY: each `qs[t]` is 64 bytes at a 64-byte aligned address.
+        // SAFETY: each `qs[t]` is 64 bytes (unaligned loads: see `nibbles`).
         unsafe {
             [
-                _mm512_load_si512(self.qs[t].as_ptr().cast()),
-                _mm512_load_si512(self.qs[t + 4].as_ptr().cast()),
+                _mm512_loadu_si512(self.qs[t].as_ptr().cast()),
+                _mm512_loadu_si512(self.qs[t + 4].as_ptr().cast()),
             ]
         }
     }
@@ -246,7 +248,7 @@ where
     F::Q: Quants512,
     F::S: Scales512,
 {
-    let nb = w.quants.len();
+    let nb = w.tiles.len();
     let split = F::S::SPLIT;
     // With per-16 scales the hi words accumulate apart from the lo words.
     let hi_slot = usize::from(split);
@@ -260,16 +262,12 @@ where
     });
     let offset = _mm512_set1_ps(-(F::OFFSET as f32));
     let mut acc = [_mm512_setzero_ps(); R];
-    for (b, (tile, scales)) in w.quants.iter().zip(w.scales).enumerate() {
+    for (b, Tile { q: tile, s: scales }) in w.tiles.iter().enumerate() {
         if R <= 2 {
             // The next group's tiles follow this group's in memory.
             prefetch(
-                w.quants.as_ptr().wrapping_add(b + PREFETCH_TILES),
-                size_of::<F::Q>(),
-            );
-            prefetch(
-                w.scales.as_ptr().wrapping_add(b + PREFETCH_TILES),
-                size_of::<F::S>(),
+                w.tiles.as_ptr().wrapping_add(b + PREFETCH_TILES),
+                size_of::<Tile<F>>(),
             );
         }
         // SAFETY (both calls): this function enables every feature they need.
