@@ -361,6 +361,7 @@ where
     let nb = w.tiles.len();
     let split = F::S::SPLIT;
     let hi_slot = usize::from(split);
+    // As in the AVX-512 kernel: lengths checked once, then indexed without checks.
     let rows: [&[BlockQ8_1]; R] = std::array::from_fn(|r| &xs.q[r * nb..(r + 1) * nb]);
     let sums: [&[[f32; 2]]; R] = std::array::from_fn(|r| {
         if split {
@@ -369,15 +370,21 @@ where
             &[]
         }
     });
+    assert!(w.supers.len() * F::S::PER_SUPER >= nb, "rows: super-blocks");
     let offset_term = F::S::HAS_MIN || (F::OFFSET != 0 && F::Q::STORED);
     let offset = _mm256_set1_ps(-(F::OFFSET as f32));
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for (b, Tile { q: tile, s: scales }) in w.tiles.iter().enumerate() {
-        let sup = &w.supers[b / F::S::PER_SUPER];
+        // SAFETY: `b < nb`, within `rows[r]` and, divided by `PER_SUPER`, `supers`.
+        let (sup, xb): (_, [&BlockQ8_1; R]) = unsafe {
+            (
+                w.supers.get_unchecked(b / F::S::PER_SUPER),
+                std::array::from_fn(|r| rows[r].get_unchecked(b)),
+            )
+        };
         for h in 0..2 {
             // SAFETY (all trait calls): this function enables every feature they need.
             let lanes = unsafe { scales.lanes(sup, h) };
-            let xb: [&BlockQ8_1; R] = std::array::from_fn(|r| &rows[r][b]);
             let isum = dots::<F, R>(tile, h, xb);
             // `x = d·(q − offset) + m` adds `(m − offset·d)·Σx` to each row's dot.
             let m: [__m256; 2] = std::array::from_fn(|k| match (F::OFFSET, F::S::HAS_MIN) {
@@ -385,14 +392,18 @@ where
                 (_, true) => _mm256_fmadd_ps(offset, lanes.d[k], lanes.m[k]),
                 (_, false) => _mm256_mul_ps(lanes.d[k], offset),
             });
-            for r in 0..R {
-                let xb = &rows[r][b];
+            for (r, xb) in xb.iter().enumerate() {
                 for k in 0..=hi_slot {
                     let isum = _mm256_cvtepi32_ps(isum[r][k]);
                     let scale = _mm256_mul_ps(lanes.d[k], _mm256_set1_ps(xb.d));
                     acc[r][h] = _mm256_fmadd_ps(isum, scale, acc[r][h]);
                     if offset_term {
-                        let s = if split { sums[r][b][k] } else { xb.s };
+                        // SAFETY: `sums[r]` holds `nb` entries when `split`.
+                        let s = if split {
+                            unsafe { sums[r].get_unchecked(b)[k] }
+                        } else {
+                            xb.s
+                        };
                         acc[r][h] = _mm256_fmadd_ps(m[k], _mm256_set1_ps(s), acc[r][h]);
                     }
                 }
