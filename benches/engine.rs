@@ -5,7 +5,9 @@
 //! Prints single-stream decode tokens/s, prefill tokens/s at 512 tokens, and
 //! aggregate decode tokens/s at 1, 4, 8 and 16 concurrent sequences, with ratios.
 //! `BENCH_SKIP_OTHERS=1` runs only the native backend (before/after comparisons);
-//! `BENCH_DECODE_ONLY=N` runs N single-stream decodes and nothing else (profiling).
+//! `BENCH_DECODE_ONLY=N` runs N decodes and nothing else (profiling), of
+//! `BENCH_DECODE_SEQS` sequences (default 1); `BENCH_PREFILL_ONLY=N` runs N
+//! prefills.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -116,20 +118,34 @@ fn measure(b: &mut dyn Backend) -> Figures {
     }
 }
 
-/// `BENCH_DECODE_ONLY=N`: N single-stream decode runs and nothing else, for
-/// profiling the decode step alone (`perf record`).
+/// `BENCH_DECODE_ONLY=N`: N decode runs and nothing else, for profiling the decode
+/// step alone (`perf record`); `BENCH_DECODE_SEQS=S` batches S sequences (default 1).
 fn decode_only(b: &mut dyn Backend, reps: usize) {
+    let seqs = env_count("BENCH_DECODE_SEQS").unwrap_or(1);
     let positions = prompt().len() + DECODE_TOKENS;
-    b.allocate_kv(BLOCK, positions.div_ceil(BLOCK))
+    b.allocate_kv(BLOCK, seqs * positions.div_ceil(BLOCK))
         .expect("KV pool");
     let mut logits = Vec::new();
     for _ in 0..reps {
-        let secs = decode_secs(b, 1, DECODE_TOKENS, &mut logits);
-        println!(
-            "single-stream decode: {:.1} tokens/s",
-            DECODE_TOKENS as f64 / secs
-        );
+        let secs = decode_secs(b, seqs, DECODE_TOKENS, &mut logits);
+        let rate = (seqs * DECODE_TOKENS) as f64 / secs;
+        println!("decode, {seqs} sequences: {rate:.1} tokens/s");
     }
+}
+
+/// `BENCH_PREFILL_ONLY=N`: N prefills of the 512-token prompt and nothing else.
+fn prefill_only(b: &mut dyn Backend, reps: usize) {
+    b.allocate_kv(BLOCK, PREFILL_TOKENS.div_ceil(BLOCK))
+        .expect("KV pool");
+    let mut logits = Vec::new();
+    for _ in 0..reps {
+        let rate = PREFILL_TOKENS as f64 / prefill_secs(b, &mut logits);
+        println!("prefill, {PREFILL_TOKENS}-token prompt: {rate:.1} tokens/s");
+    }
+}
+
+fn env_count(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 fn load(path: &Path, backend: BackendKind, threads: usize) -> Option<LoadedModel> {
@@ -217,10 +233,7 @@ fn candle_stock(_: &std::path::Path) -> Option<(f64, f64)> {
 }
 
 fn main() {
-    let threads: usize = std::env::var("BENCH_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(2);
+    let threads = env_count("BENCH_THREADS").unwrap_or(2);
     let path = PathBuf::from(
         std::env::var("CANDLELIGHT_MODEL")
             .unwrap_or_else(|_| "models/SmolLM2-135M-Instruct.Q4_1.gguf".into()),
@@ -228,10 +241,11 @@ fn main() {
     let mut native = load(&path, BackendKind::Native, threads).expect("the native backend loads");
     let info = native.backend.info();
     eprintln!("candlelight: {} threads, {}", info.threads, info.compute);
-    if let Some(reps) = std::env::var("BENCH_DECODE_ONLY")
-        .ok()
-        .and_then(|r| r.parse().ok())
-    {
+    if let Some(reps) = env_count("BENCH_PREFILL_ONLY") {
+        prefill_only(native.backend.as_mut(), reps);
+        return;
+    }
+    if let Some(reps) = env_count("BENCH_DECODE_ONLY") {
         decode_only(native.backend.as_mut(), reps);
         return;
     }
