@@ -155,10 +155,47 @@ fn softmax_rows(scores: &mut [f32], ctx: usize) {
         let inv = 1.0 / ops::sum_inline(s);
         // In f16, as llama.cpp (without flash attention) hands the weights to its
         // f16 V product.
-        for v in s.iter_mut() {
-            *v = f16::from_f32(*v * inv).to_f32();
+        scale_round_f16(s, inv);
+    }
+}
+
+/// `x = f16(x · scale)`, kept in f32. Eight lanes at a time where the CPU has F16C:
+/// one at a time it cost prefill at 512 tokens about 5%.
+fn scale_round_f16(x: &mut [f32], scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx") && std::is_x86_feature_detected!("f16c") {
+            // SAFETY: the features `scale_round_f16_f16c` enables were just detected.
+            unsafe { scale_round_f16_f16c(x, scale) };
+            return;
         }
     }
+    scale_round_f16_portable(x, scale);
+}
+
+fn scale_round_f16_portable(x: &mut [f32], scale: f32) {
+    for v in x {
+        *v = f16::from_f32(*v * scale).to_f32();
+    }
+}
+
+/// # Safety
+/// The CPU has AVX and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn scale_round_f16_f16c(x: &mut [f32], scale: f32) {
+    use std::arch::x86_64::*;
+    let s = _mm256_set1_ps(scale);
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: `c` holds 8 f32; round to nearest even, as `f16::from_f32`.
+        unsafe {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(c.as_ptr()), s);
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+    }
+    scale_round_f16_portable(chunks.into_remainder(), scale);
 }
 
 /// AVX2 + F16C: cached rows converted 8 at a time in registers, one FMA chain
@@ -221,6 +258,37 @@ unsafe fn attend_f16c(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The F16C path rounds exactly as `f16::from_f32` does, subnormals and ties
+    /// included, and handles a tail shorter than 8.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn scale_round_f16_matches_the_scalar_rounding() {
+        if !(std::is_x86_feature_detected!("avx") && std::is_x86_feature_detected!("f16c")) {
+            return;
+        }
+        let mut x: Vec<f32> = (0..1027)
+            .map(|i| {
+                let t = (i as f32 * 0.618_034).fract();
+                // From f16 subnormals (below 6.1e-5) up to 1.
+                t * 10f32.powi(-(i % 9))
+            })
+            .collect();
+        x.extend([
+            0.0,
+            1.0,
+            0.5 + 2f32.powi(-12),
+            2f32.powi(-25),
+            2f32.powi(-24),
+        ]);
+        let mut want = x.clone();
+        scale_round_f16_portable(&mut want, 0.75);
+        // SAFETY: the features were detected above.
+        unsafe { scale_round_f16_f16c(&mut x, 0.75) };
+        for (i, (a, b)) in x.iter().zip(&want).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "element {i}: {a} vs {b}");
+        }
+    }
 
     /// Plain f32 attention of one head, the reference.
     fn reference(q: &[f32], keys: &[Vec<f32>], values: &[Vec<f32>], scale: f32) -> Vec<f32> {
