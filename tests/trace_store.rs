@@ -74,12 +74,14 @@ fn a_request_trace_is_found_in_jaeger_with_its_span_tree() -> anyhow::Result<()>
 }
 
 /// Runs loadgen at 4 clients against `base` and returns the first trace id
-/// of its `want` finding.
+/// of its `want` finding. The load lasts several of loadgen's 0.5 s samples, so
+/// the samples see the queue: 12 requests of 16 tokens once ended before the
+/// second sample.
 fn finding_trace(base: &str, want: &str) -> anyhow::Result<String> {
     let out = tempfile::tempdir()?;
     let done = std::process::Command::new(common::process::loadgen_bin())
-        .args(["--url", base, "--concurrency", "4", "--requests", "12"])
-        .args(["--input-len", "16", "--output-len", "16", "--ignore-eos"])
+        .args(["--url", base, "--concurrency", "4", "--requests", "40"])
+        .args(["--input-len", "16", "--output-len", "32", "--ignore-eos"])
         .args(["--sample-interval", "0.5s", "--no-plots", "--no-progress"])
         .arg("--output-dir")
         .arg(out.path())
