@@ -10,7 +10,8 @@ use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Every type with a native kernel.
+/// Every type with a native kernel. Written out here, not read from
+/// `QMatrix::NATIVE_TYPES`: the tests check that list against this one.
 const NATIVE: [GgmlDType; 7] = [
     GgmlDType::Q4_0,
     GgmlDType::Q4_1,
