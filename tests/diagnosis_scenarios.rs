@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::process::{
-    bottlenecks, evidence_lines, expect_finding, loadgen, trace_of, Burner, Server,
+    bottlenecks, evidence_lines, expect_finding, loadgen, start_server, trace_of, Burner,
 };
 
 /// One scenario at a time: they load the whole machine.
@@ -44,7 +44,7 @@ const LIGHT: &[&str] = &[
 #[test]
 fn a_light_load_is_healthy() {
     let _one = serial();
-    let server = Server::start(&[], &[]);
+    let server = start_server(&[], &[]);
     let result = loadgen(&server.url, LIGHT, None);
     assert_eq!(
         result["diagnosis"]["status"],
@@ -64,9 +64,9 @@ fn a_light_load_is_healthy() {
 #[test]
 fn one_sequence_at_a_time_for_eight_clients_is_under_batching() -> anyhow::Result<()> {
     let _one = serial();
-    let server = Server::start(&["--max-batch-size", "1"], &[]);
+    let server = start_server(&["--max-batch-size", "1"], &[]);
     let dir = tempfile::tempdir()?;
-    let prometheus = e2e::Service::start(
+    let prometheus = e2e::service(
         "prometheus.sh",
         "start",
         &dir.path().join("prometheus"),
@@ -136,7 +136,7 @@ fn diagnose(prometheus: &str) -> anyhow::Result<serde_json::Value> {
 #[test]
 fn an_open_loop_far_above_capacity_saturates_the_queue() {
     let _one = serial();
-    let server = Server::start(&[], &[]);
+    let server = start_server(&[], &[]);
     let args = [
         "--rate",
         "30",
@@ -157,7 +157,7 @@ fn an_open_loop_far_above_capacity_saturates_the_queue() {
 #[test]
 fn a_small_kv_budget_with_long_prompts_blocks_on_the_kv_cache() {
     let _one = serial();
-    let server = Server::start(&["--max-total-tokens", "640"], &[]);
+    let server = start_server(&["--max-total-tokens", "640"], &[]);
     let args = [
         "--concurrency",
         "8",
@@ -176,7 +176,7 @@ fn a_small_kv_budget_with_long_prompts_blocks_on_the_kv_cache() {
 #[test]
 fn a_cpu_burner_beside_the_server_is_interference() {
     let _one = serial();
-    let server = Server::start(&[], &[]);
+    let server = start_server(&[], &[]);
     let _burner = Burner::start(2, None);
     let result = loadgen(&server.url, LIGHT, None);
     expect_finding(&result, "interference");
@@ -187,7 +187,7 @@ fn a_cpu_burner_beside_the_server_is_interference() {
 #[test]
 fn a_starved_load_generator_is_the_client() {
     let _one = serial();
-    let server = Server::start(&[], &[]);
+    let server = start_server(&[], &[]);
     let _burner = Burner::start(2, Some("0"));
     let args = [
         "--rate",
@@ -212,7 +212,7 @@ fn a_starved_load_generator_is_the_client() {
 fn long_prompts_with_a_large_prefill_budget_stall_decoding() {
     let _one = serial();
     let budget = ["--max-batch-tokens", "4096", "--max-prefill-tokens", "4096"];
-    let server = Server::start(&budget, &[]);
+    let server = start_server(&budget, &[]);
     let args = [
         "--concurrency",
         "4",
@@ -242,14 +242,14 @@ fn a_leak_per_request_is_memory_growth_and_the_same_load_without_it_is_not() {
         "--output-len",
         "2",
     ];
-    let leaky = Server::start(
+    let leaky = start_server(
         &[],
         &[("CANDLELIGHT_FAULT_LEAK_BYTES_PER_REQUEST", "1048576")],
     );
     let result = loadgen(&leaky.url, &args, None);
     expect_finding(&result, "memory_growth");
     drop(leaky);
-    let clean = Server::start(&[], &[]);
+    let clean = start_server(&[], &[]);
     let result = loadgen(&clean.url, &args, None);
     let found = bottlenecks(&result);
     assert!(

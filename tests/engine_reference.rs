@@ -240,7 +240,7 @@ fn teacher_forced_greedy_tracks_llama_cpp_on_the_candle_backend() {
 /// `models/SmolLM2-135M-Instruct.<TYPE>.gguf`, requantized from the default model
 /// by llama.cpp (`scripts/make-test-models.sh`).
 fn requantized(ty: &str) -> std::path::PathBuf {
-    let p = common::repo_root().join(format!("models/SmolLM2-135M-Instruct.{ty}.gguf"));
+    let p = testkit::workspace_root().join(format!("models/SmolLM2-135M-Instruct.{ty}.gguf"));
     assert!(
         p.is_file(),
         "{} is missing: run scripts/make-test-models.sh",

@@ -12,7 +12,8 @@ mod common;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::process::{candlelight_bin, free_port};
+use common::process::candlelight_bin;
+use testkit::free_port;
 
 fn candlelight(args: &[&str]) -> Output {
     Command::new(candlelight_bin())

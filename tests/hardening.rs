@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::process::Server;
+use common::process::start_server;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -63,7 +63,7 @@ async fn status(base: &str, path: &str) -> (u16, Value) {
 
 #[test]
 fn sigterm_drains_running_streams_then_exits_zero() {
-    let mut server = Server::start(&["--shutdown-grace", "60s"], &[]);
+    let mut server = start_server(&["--shutdown-grace", "60s"], &[]);
     let base = server.url.clone();
     let rt = runtime();
     let streams = rt.block_on(async {
@@ -71,7 +71,7 @@ fn sigterm_drains_running_streams_then_exits_zero() {
         let b = open_stream(&base, &long_stream(60)).await;
         (a, b)
     });
-    server.signal("TERM");
+    server.signal("TERM").expect("kill");
     rt.block_on(async {
         // Readiness fails at once, liveness holds, new work is turned away.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -109,12 +109,12 @@ fn sigterm_drains_running_streams_then_exits_zero() {
 
 #[test]
 fn after_the_grace_period_streams_end_with_a_shutdown_event() {
-    let mut server = Server::start(&["--shutdown-grace", "1s"], &[]);
+    let mut server = start_server(&["--shutdown-grace", "1s"], &[]);
     let base = server.url.clone();
     let rt = runtime();
     let stream = rt.block_on(open_stream(&base, &long_stream(4000)));
     let signalled = Instant::now();
-    server.signal("TERM");
+    server.signal("TERM").expect("kill");
     let events = rt.block_on(drain(stream));
     let last: Value = serde_json::from_str(events.last().expect("events")).expect("JSON event");
     assert_eq!(
@@ -130,18 +130,18 @@ fn after_the_grace_period_streams_end_with_a_shutdown_event() {
 
 #[test]
 fn a_second_signal_exits_at_once() {
-    let mut server = Server::start(&["--shutdown-grace", "120s"], &[]);
+    let mut server = start_server(&["--shutdown-grace", "120s"], &[]);
     let rt = runtime();
     let _stream = rt.block_on(open_stream(&server.url, &long_stream(4000)));
-    server.signal("TERM");
+    server.signal("TERM").expect("kill");
     std::thread::sleep(Duration::from_millis(300));
-    server.signal("INT");
+    server.signal("INT").expect("kill");
     assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(130));
 }
 
 #[test]
 fn a_dead_engine_fails_in_flight_and_new_requests_at_once() {
-    let server = Server::start(&[], &[("CANDLELIGHT_FAULT_ENGINE_PANIC_AFTER_STEPS", "5")]);
+    let server = start_server(&[], &[("CANDLELIGHT_FAULT_ENGINE_PANIC_AFTER_STEPS", "5")]);
     let base = server.url.clone();
     runtime().block_on(async {
         let s = open_stream(&base, &long_stream(200)).await;
@@ -171,7 +171,7 @@ fn a_dead_engine_fails_in_flight_and_new_requests_at_once() {
 
 #[test]
 fn an_api_key_guards_every_route_but_the_probes() {
-    let server = Server::start(&[], &[("CANDLELIGHT_API_KEY", "s3cret-key")]);
+    let server = start_server(&[], &[("CANDLELIGHT_API_KEY", "s3cret-key")]);
     let base = server.url.clone();
     let http = reqwest::Client::new();
     runtime().block_on(async {
@@ -214,7 +214,7 @@ fn an_api_key_guards_every_route_but_the_probes() {
             assert_eq!(status(&base, open).await.0, 200, "{open} stays open");
         }
     });
-    let guarded = Server::start(&["--api-key", "k", "--protect-metrics"], &[]);
+    let guarded = start_server(&["--api-key", "k", "--protect-metrics"], &[]);
     runtime().block_on(async {
         assert_eq!(status(&guarded.url, "/metrics").await.0, 401);
         assert_eq!(status(&guarded.url, "/info").await.0, 401);
@@ -243,10 +243,10 @@ fn cors_is_off_by_default_and_answers_preflights_when_enabled() {
                 .expect("OPTIONS")
         })
     };
-    let plain = Server::start(&[], &[]);
+    let plain = start_server(&[], &[]);
     let r = preflight(&plain.url);
     assert!(!r.headers().contains_key("access-control-allow-origin"));
-    let cors = Server::start(
+    let cors = start_server(
         &[
             "--cors-allow-origin",
             "https://app.example",
@@ -286,7 +286,7 @@ fn raw_get(stream: &mut TcpStream, path: &str) -> Option<u16> {
 
 #[test]
 fn connections_beyond_the_cap_are_turned_away_but_probes_answer() {
-    let server = Server::start(&["--max-connections", "1"], &[]);
+    let server = start_server(&["--max-connections", "1"], &[]);
     let addr = format!("127.0.0.1:{}", server.port);
     let mut first = TcpStream::connect(&addr).expect("connect");
     assert_eq!(
@@ -314,7 +314,7 @@ fn connections_beyond_the_cap_are_turned_away_but_probes_answer() {
 
 #[test]
 fn a_client_that_never_finishes_its_headers_is_cut_off() {
-    let server = Server::start(&["--header-read-timeout", "1s"], &[]);
+    let server = start_server(&["--header-read-timeout", "1s"], &[]);
     let mut slow = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
     slow.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n")
         .expect("half a request");
@@ -333,7 +333,7 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
 fn the_request_timeout_has_its_own_finish_reason_and_error() {
     // One prompt step may take the whole prompt, so a long prompt holds the
     // engine past the deadline of a request queued behind it.
-    let server = Server::start(
+    let server = start_server(
         &[
             "--request-timeout",
             "2s",

@@ -16,10 +16,7 @@ use std::sync::OnceLock;
 
 use candlelight::telemetry::names::{prometheus_label, ALL_METRICS};
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use testkit::workspace_root;
 
 /// Runs a command and fails the test with its output unless it succeeds.
 fn run_ok(cmd: &mut Command) -> Output {
@@ -43,7 +40,7 @@ fn collector_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let out = run_ok(&mut Command::new(
-            repo_root().join("scripts/build-collector.sh"),
+            workspace_root().join("scripts/build-collector.sh"),
         ));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let path = stdout
@@ -60,7 +57,7 @@ fn yaml(path: &str) -> Value {
         Command::new("python3")
             .arg("-c")
             .arg("import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)")
-            .arg(repo_root().join(path)),
+            .arg(workspace_root().join(path)),
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -80,7 +77,7 @@ fn collector_validates_its_pipeline_and_the_trace_backend_config() {
     for config in ["otel-collector.yaml", "collector/trace-backend.yaml"] {
         run_ok(
             Command::new(collector_bin())
-                .current_dir(repo_root())
+                .current_dir(workspace_root())
                 .args(["validate", "--config", config]),
         );
     }
@@ -145,11 +142,11 @@ fn collector_distribution_has_exactly_the_components_the_configs_use() {
 
 #[test]
 fn prometheus_config_passes_promtool() {
-    run_ok(Command::new("promtool").current_dir(repo_root()).args([
-        "check",
-        "config",
-        "prometheus/prometheus.yml",
-    ]));
+    run_ok(
+        Command::new("promtool")
+            .current_dir(workspace_root())
+            .args(["check", "config", "prometheus/prometheus.yml"]),
+    );
     let cfg = yaml("prometheus/prometheus.yml");
     let jobs: BTreeMap<String, Value> = cfg["scrape_configs"]
         .as_array()
@@ -175,7 +172,7 @@ fn prometheus_config_passes_promtool() {
 
 #[test]
 fn alert_rules_pass_promtool_and_their_unit_tests() {
-    let rules = repo_root().join("prometheus/rules");
+    let rules = workspace_root().join("prometheus/rules");
     run_ok(Command::new("promtool").current_dir(&rules).args([
         "check",
         "rules",
@@ -193,7 +190,7 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
 fn alertmanager_config_passes_amtool() {
     run_ok(
         Command::new("amtool")
-            .current_dir(repo_root())
+            .current_dir(workspace_root())
             .args(["check-config", "prometheus/alertmanager.yml"]),
     );
 }
@@ -242,12 +239,12 @@ fn compose_and_tempo_files_parse_and_pin_their_images() {
 
 /// The datasource uids that provisioning creates.
 fn provisioned_uids() -> BTreeSet<String> {
-    let dir = repo_root().join("grafana/provisioning/datasources");
+    let dir = workspace_root().join("grafana/provisioning/datasources");
     let mut uids = BTreeSet::new();
     for entry in std::fs::read_dir(&dir).expect("datasources dir") {
         let path = entry.expect("dir entry").path();
         let rel = path
-            .strip_prefix(repo_root())
+            .strip_prefix(workspace_root())
             .expect("under repo")
             .to_string_lossy()
             .to_string();
@@ -268,7 +265,7 @@ fn provisioned_uids() -> BTreeSet<String> {
 }
 
 fn dashboards() -> Vec<(String, Value)> {
-    let dir = repo_root().join("grafana/dashboards");
+    let dir = workspace_root().join("grafana/dashboards");
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("dashboards dir") {
         let path = entry.expect("dir entry").path();
@@ -432,9 +429,10 @@ fn serving_dashboard_queries_name_only_known_metrics_and_labels() {
         known.extend(m.prometheus_series());
         known.extend(m.attributes.iter().map(|a| prometheus_label(a)));
     }
-    let text =
-        std::fs::read_to_string(repo_root().join("grafana/dashboards/candlelight-serving.json"))
-            .expect("serving dashboard");
+    let text = std::fs::read_to_string(
+        workspace_root().join("grafana/dashboards/candlelight-serving.json"),
+    )
+    .expect("serving dashboard");
     let dash: Value = serde_json::from_str(&text).expect("serving dashboard is JSON");
     let mut exprs = 0;
     for panel in panels(&dash) {

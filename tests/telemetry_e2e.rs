@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
 use candlelight::telemetry::names::{self, Group, ALL_METRICS};
-use e2e::{eventually, Prometheus, Service, SpanFile};
+use e2e::{eventually, service, Prometheus, SpanFile};
 use serde_json::json;
+use testkit::ScriptService;
 
 const MODEL: &str = "SmolLM2-135M-Instruct";
 const CLIENT_SPAN: &str = "b7ad6b7169203331";
@@ -35,14 +36,14 @@ fn traceparent(trace: &str) -> String {
 #[test]
 fn telemetry_reaches_prometheus_and_traces_through_the_collector() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let backend = Service::start(
+    let backend = service(
         "collector.sh",
         "start-trace-backend",
         &dir.path().join("backend"),
         &[],
     )?;
     let tempo = format!("127.0.0.1:{}", backend.get("grpc")?);
-    let mut collector = Service::start(
+    let mut collector = service(
         "collector.sh",
         "start",
         &dir.path().join("collector"),
@@ -60,7 +61,7 @@ fn telemetry_reaches_prometheus_and_traces_through_the_collector() -> anyhow::Re
         "--scrape-interval",
         "1s",
     ];
-    let prometheus_service = Service::start("prometheus.sh", "start", &prometheus_dir, &prom_args)?;
+    let prometheus_service = service("prometheus.sh", "start", &prometheus_dir, &prom_args)?;
     let prometheus = Prometheus::new(prometheus_service.get("url")?);
     let spans = SpanFile::new(backend.get("traces")?);
 
@@ -229,7 +230,7 @@ async fn dashboards_return_data(prom: &Prometheus, gpus: f64) -> anyhow::Result<
         .filter(|m| m.group == Group::Gpu && m.name != names::GPU_AVAILABLE.name)
         .map(|m| m.prometheus_name())
         .collect();
-    let exprs = e2e::dashboard_queries(&common::repo_root().join("grafana/dashboards"))?;
+    let exprs = e2e::dashboard_queries(&testkit::workspace_root().join("grafana/dashboards"))?;
     ensure!(
         exprs.len() > 40,
         "expected the dashboards' queries, found {}",
@@ -381,7 +382,7 @@ async fn traces_have_structure_attributes_and_links(file: &SpanFile) -> anyhow::
 async fn collector_outage_does_not_stop_serving(
     client: &reqwest::Client,
     base: &str,
-    collector: &mut Service,
+    collector: &mut ScriptService,
     tempo: &str,
     spans: &SpanFile,
 ) -> anyhow::Result<()> {
@@ -389,7 +390,7 @@ async fn collector_outage_does_not_stop_serving(
         .iter()
         .map(|k| Ok((*k, collector.get(k)?.to_owned())))
         .collect::<anyhow::Result<_>>()?;
-    collector.stop();
+    collector.stop()?;
     let body = json!({"inputs": "Hello", "parameters": {"max_new_tokens": 4}});
     for _ in 0..3 {
         let r = client
@@ -429,7 +430,7 @@ async fn collector_outage_does_not_stop_serving(
         args.push(port.clone());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    collector.restart(&args)?;
+    collector.start_again(&args)?;
     let r = client
         .post(format!("{base}/generate"))
         .header("traceparent", traceparent(T_AFTER_OUTAGE))
@@ -464,7 +465,10 @@ async fn collector_outage_does_not_stop_serving(
 }
 
 /// The OTLP/HTTP transport works too (the server run above used gRPC).
-async fn http_protobuf_exports_too(collector: &Service, spans: &SpanFile) -> anyhow::Result<()> {
+async fn http_protobuf_exports_too(
+    collector: &ScriptService,
+    spans: &SpanFile,
+) -> anyhow::Result<()> {
     use candlelight::telemetry::{Telemetry, TelemetryConfig};
     let cfg = TelemetryConfig {
         otlp_endpoint: Some(format!("http://127.0.0.1:{}", collector.get("http")?)),

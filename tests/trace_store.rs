@@ -23,7 +23,7 @@ mod tree;
 
 use anyhow::ensure;
 use candlelight::telemetry::names::span;
-use e2e::Service;
+use e2e::service;
 use jaeger::Jaeger;
 use serde_json::json;
 
@@ -33,7 +33,7 @@ fn a_request_trace_is_found_in_jaeger_with_its_span_tree() -> anyhow::Result<()>
     let Some(jaeger) = Jaeger::start(&dir.path().join("jaeger"))? else {
         return Ok(());
     };
-    let collector = Service::start(
+    let collector = service(
         "collector.sh",
         "start",
         &dir.path().join("collector"),

@@ -159,7 +159,7 @@ async fn push(url: &str, rest: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_down_mid_run_gets_the_run_from_the_spool_once() {
-    let pg = Postgres::start();
+    let mut pg = Postgres::start();
     let url = mock(MockConfig::default()).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let (out_dir, spool) = (dir.path().join("out"), dir.path().join("spool"));

@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::{args, assert_outputs, free_port, loadgen_async as loadgen, mock, read_result, text};
+use common::{args, assert_outputs, loadgen_async as loadgen, mock, read_result, text};
 use loadgen::mock::MockConfig;
+use testkit::free_port;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_load_shape_writes_json_csv_and_plots() {

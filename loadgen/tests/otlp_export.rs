@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{loadgen_env, read_result, text, Collector};
+use common::{collector, loadgen_env, read_result, text};
 use loadgen::mock::{serve, MockConfig};
 use serde_json::Value;
 
@@ -102,12 +102,12 @@ fn run_and_find_spans(url: &str, env: &[(&str, &str)], file: &Path, service: &st
 }
 
 #[test]
-fn otel_variables_alone_export_client_spans_over_http_and_grpc() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let backend = Collector::start("start-trace-backend", &dir.path().join("backend"), &[]);
-    let tempo = format!("127.0.0.1:{}", backend.get("grpc"));
-    let collector = Collector::start("start", &dir.path().join("collector"), &["--tempo", &tempo]);
-    let traces = Path::new(backend.get("traces")).to_path_buf();
+fn otel_variables_alone_export_client_spans_over_http_and_grpc() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let backend = collector("start-trace-backend", &dir.path().join("backend"), &[]);
+    let tempo = format!("127.0.0.1:{}", backend.get("grpc")?);
+    let collector = collector("start", &dir.path().join("collector"), &["--tempo", &tempo]);
+    let traces = Path::new(backend.get("traces")?).to_path_buf();
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let listener = rt
@@ -117,7 +117,7 @@ fn otel_variables_alone_export_client_spans_over_http_and_grpc() {
     rt.spawn(serve(listener, MockConfig::default()));
 
     // OTLP/HTTP, the specification's default protocol, through the collector.
-    let http = format!("http://127.0.0.1:{}", collector.get("http"));
+    let http = format!("http://127.0.0.1:{}", collector.get("http")?);
     run_and_find_spans(
         &url,
         &[
@@ -141,4 +141,5 @@ fn otel_variables_alone_export_client_spans_over_http_and_grpc() {
         &traces,
         "loadgen|",
     );
+    Ok(())
 }

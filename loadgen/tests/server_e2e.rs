@@ -12,8 +12,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::{assert_outputs, loadgen, read_result, text, Postgres, Server};
+use common::{assert_outputs, loadgen, read_result, start_server, text, Postgres};
 use serde_json::Value;
+use testkit::ServerProcess;
 
 /// One real server at a time: the model shares two cores with everything else.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -24,7 +25,7 @@ fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn run(server: &Server, dir: &Path, rest: &[&str]) -> Value {
+fn run(server: &ServerProcess, dir: &Path, rest: &[&str]) -> Value {
     let mut a = vec![
         "--url",
         &server.url,
@@ -44,14 +45,14 @@ fn run(server: &Server, dir: &Path, rest: &[&str]) -> Value {
         out.status.success(),
         "{}\nserver log:\n{}",
         text(&out),
-        server.log_text()
+        server.log()
     );
     read_result(dir)
 }
 
 /// Waits (up to 30 s) until the server's /metrics has a series named `name`:
 /// the process CPU gauge needs two host samples a second apart after start.
-fn wait_for_metric(server: &Server, name: &str) {
+fn wait_for_metric(server: &ServerProcess, name: &str) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let url = format!("{}/metrics", server.url);
     rt.block_on(async {
@@ -83,7 +84,7 @@ fn step_ok(step: &Value, expected: u64) {
 #[test]
 fn every_load_shape_against_the_real_server() {
     let _one = serial();
-    let server = Server::start();
+    let server = start_server();
     let cases: [(&str, &[&str], usize); 6] = [
         (
             "closed/tgi",
@@ -220,7 +221,7 @@ fn every_load_shape_against_the_real_server() {
 #[test]
 fn client_latencies_agree_with_server_histograms() {
     let _one = serial();
-    let server = Server::start();
+    let server = start_server();
     for api in ["tgi", "completions", "chat"] {
         // The test machines are shared: one noisy step can push a client latency
         // across a bucket edge. A real disagreement fails every attempt.
@@ -276,7 +277,7 @@ fn client_latencies_agree_with_server_histograms() {
 fn runs_land_in_postgres_and_the_dashboard_queries_return_them() {
     let _one = serial();
     let pg = Postgres::start();
-    let server = Server::start();
+    let server = start_server();
     // The run below is shorter than a second: let the CPU gauge exist first.
     wait_for_metric(&server, "process_cpu_utilization");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -349,7 +350,7 @@ fn runs_land_in_postgres_and_the_dashboard_queries_return_them() {
 #[test]
 fn a_server_killed_midway_is_reported_and_results_still_written() {
     let _one = serial();
-    let mut server = Server::start();
+    let mut server = start_server();
     let dir = tempfile::tempdir().expect("temp dir");
     let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args([

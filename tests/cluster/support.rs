@@ -2,53 +2,34 @@
 //! dropped, the loadgen binary as a child process with a deadline, Prometheus
 //! queries at a fixed evaluation time, and Prometheus text parsing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use serde_json::Value;
+use testkit::ScriptService;
 
 /// A cluster started by `scripts/cluster.sh up DIR`; `down` on drop, on failure too.
 pub struct Cluster {
-    dir: PathBuf,
-    vars: HashMap<String, String>,
-    down: bool,
+    service: ScriptService,
 }
 
 impl Cluster {
     pub fn up(dir: &Path, args: &[&str]) -> anyhow::Result<Cluster> {
-        let out = Command::new(script())
-            .arg("up")
-            .arg(dir)
-            .args(args)
-            .env("CANDLELIGHT_BIN", env!("CARGO_BIN_EXE_candlelight"))
-            .env("CANDLELIGHT_MODEL", super::common::model_path())
-            .output()
-            .context("running scripts/cluster.sh up")?;
-        ensure!(
-            out.status.success(),
-            "cluster.sh up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let vars = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Ok(Cluster {
-            dir: dir.to_owned(),
-            vars,
-            down: false,
-        })
+        let model = super::common::model_path();
+        let env = [
+            ("CANDLELIGHT_BIN", env!("CARGO_BIN_EXE_candlelight")),
+            ("CANDLELIGHT_MODEL", model.to_str().context("model path")?),
+        ];
+        let service =
+            ScriptService::start_with("scripts/cluster.sh", ("up", "down"), dir, args, &env)?;
+        Ok(Cluster { service })
     }
 
     pub fn get(&self, key: &str) -> anyhow::Result<&str> {
-        self.vars
-            .get(key)
-            .map(String::as_str)
-            .with_context(|| format!("cluster.sh printed no {key}: {:?}", self.vars))
+        self.service.get(key)
     }
 
     pub fn replicas(&self) -> anyhow::Result<usize> {
@@ -61,7 +42,8 @@ impl Cluster {
 
     /// Every pid `up` printed (replicas, balancer, collectors, Prometheus).
     pub fn pids(&self) -> Vec<u32> {
-        self.vars
+        self.service
+            .vars()
             .iter()
             .filter(|(k, _)| k.ends_with("_pid"))
             .filter_map(|(_, v)| v.parse().ok())
@@ -70,28 +52,13 @@ impl Cluster {
 
     /// The replica's log, for failure messages.
     pub fn replica_log(&self, n: usize) -> String {
-        std::fs::read_to_string(self.dir.join(format!("replica-{n}/replica.log")))
+        std::fs::read_to_string(self.service.dir().join(format!("replica-{n}/replica.log")))
             .unwrap_or_default()
     }
 
     pub fn down(&mut self) -> anyhow::Result<()> {
-        self.down = true;
-        let status = Command::new(script()).arg("down").arg(&self.dir).status()?;
-        ensure!(status.success(), "cluster.sh down failed: {status}");
-        Ok(())
+        self.service.stop()
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if !self.down {
-            let _ = self.down();
-        }
-    }
-}
-
-fn script() -> PathBuf {
-    super::common::repo_root().join("scripts/cluster.sh")
 }
 
 pub fn alive(pid: u32) -> bool {

@@ -15,7 +15,7 @@ use super::{by_instance, eventually, REQUESTS};
 /// integers, as the EPP parses them.
 pub async fn endpoint_picker_mapping(cluster: &Cluster) -> anyhow::Result<()> {
     let template = std::fs::read_to_string(
-        super::common::repo_root().join("deploy/helm/candlelight/templates/_helpers.tpl"),
+        testkit::workspace_root().join("deploy/helm/candlelight/templates/_helpers.tpl"),
     )?;
     let field = |key: &str| -> anyhow::Result<String> {
         template
@@ -112,7 +112,7 @@ const AGGREGATE_PANELS: &[&str] = &["Request rate", "Tokens per second", "Finish
 /// then the larger job's; and it exceeds any single instance's rate.
 pub async fn dashboards_sum_across_instances(cluster: &Cluster) -> anyhow::Result<()> {
     let prometheus = Prometheus::new(cluster.get("prometheus_url")?);
-    let dir = super::common::repo_root().join("grafana/dashboards");
+    let dir = testkit::workspace_root().join("grafana/dashboards");
     let queries: Vec<(String, String)> = super::e2e::dashboard_queries(&dir)?
         .into_iter()
         .filter(|(title, _)| AGGREGATE_PANELS.contains(&title.as_str()))

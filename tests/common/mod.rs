@@ -4,21 +4,19 @@
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
 pub mod process;
 
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use testkit::workspace_root;
 
 /// The default model; fetched by `scripts/fetch-model.sh` (the test script runs it).
 pub fn model_path() -> PathBuf {
     let p = std::env::var_os("CANDLELIGHT_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+        .unwrap_or_else(|| workspace_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
     assert!(
         p.is_file(),
         "{} is missing: run scripts/fetch-model.sh",
@@ -32,7 +30,7 @@ pub fn model_path() -> PathBuf {
 pub fn read_jsonl<T: DeserializeOwned>(name: &str) -> Vec<T> {
     let dir = std::env::var_os("CANDLELIGHT_REFERENCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("tests/data/reference"));
+        .unwrap_or_else(|| workspace_root().join("tests/data/reference"));
     let path = dir.join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
@@ -90,29 +88,12 @@ pub fn shared_server() -> &'static TestServer {
     SERVER.get_or_init(|| server_with(&["--no-telemetry"]))
 }
 
-/// Polls `/health` with plain blocking HTTP (callable from async tests too).
+/// Waits up to 120 s for `{base}/health` to answer 200 (callable from async tests too).
 pub fn wait_healthy(base: &str) {
-    use std::io::{Read, Write};
-    let addr = base.trim_start_matches("http://").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = std::net::TcpStream::connect(&addr).ok().and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            s.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-                .ok()?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).ok()?;
-            out.split_whitespace().nth(1).map(str::to_owned)
-        });
-        if status.as_deref() == Some("200") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server at {base} never became healthy"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        testkit::wait_healthy(base, Duration::from_secs(120)),
+        "server at {base} never became healthy"
+    );
 }
 
 /// Reads an SSE response into its `data:` payloads (comments and keep-alives dropped).

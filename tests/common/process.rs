@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
+use testkit::ServerProcess;
 
 /// Where the workspace's binaries are: beside CANDLELIGHT_BIN when set, else
 /// in this test's own `target/<profile>` (test binaries live in its `deps/`).
@@ -18,7 +19,7 @@ fn target_dir() -> PathBuf {
             let exe = std::env::current_exe().ok()?;
             Some(exe.parent()?.parent()?.to_path_buf())
         })
-        .unwrap_or_else(|| super::repo_root().join("target/debug"))
+        .unwrap_or_else(|| super::workspace_root().join("target/debug"))
 }
 
 /// The server binary: CANDLELIGHT_BIN, else this test's own target dir's.
@@ -43,91 +44,17 @@ fn binary(var: &str, name: &str) -> PathBuf {
     bin
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
-}
-
-/// The server binary on the real model.
-pub struct Server {
-    child: Child,
-    pub url: String,
-    pub port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    /// `args` after the model, host, port and 2 threads; `env` on top of
-    /// OTLP export off (the scrape path is what loadgen reads).
-    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let port = free_port();
-        let log = std::env::temp_dir().join(format!("candlelight-scenario-{port}.log"));
-        let file = std::fs::File::create(&log).expect("server log");
-        let mut cmd = Command::new(candlelight_bin());
-        cmd.args(["serve", "--model"])
-            .arg(super::model_path())
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--threads",
-                "2",
-            ])
-            .args(args)
-            .env("OTEL_TRACES_EXPORTER", "none")
-            .env("OTEL_METRICS_EXPORTER", "none")
-            .envs(env.iter().copied())
-            .stdout(Stdio::from(file.try_clone().expect("log handle")))
-            .stderr(Stdio::from(file));
-        let server = Server {
-            child: cmd.spawn().expect("start candlelight"),
-            url: format!("http://127.0.0.1:{port}"),
-            port,
-            log,
-        };
-        super::wait_healthy(&server.url);
-        server
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends `signal` (e.g. `TERM`, `INT`) to the server.
-    pub fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -{signal} {}", self.pid());
-    }
-
-    /// Waits up to `limit` for the server to exit; its exit code, or `None`
-    /// if it is still running.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status.code().unwrap_or(-1));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server binary on the real model: `args` after the model, host, port
+/// and 2 threads; `env` on top of OTLP export off (the scrape path is what
+/// loadgen reads). Killed on drop.
+pub fn start_server(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+    let mut all_env = vec![
+        ("OTEL_TRACES_EXPORTER", "none"),
+        ("OTEL_METRICS_EXPORTER", "none"),
+    ];
+    all_env.extend_from_slice(env);
+    ServerProcess::start(&candlelight_bin(), &super::model_path(), args, &all_env)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Busy loops eating CPU beside the server: `taskset` pins them when `cpus` is set.

@@ -3,90 +3,24 @@
 //! Prometheus query client, the trace backend's JSON-lines file, and the
 //! dashboards' PromQL.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use serde_json::Value;
+use testkit::ScriptService;
 
-/// A process started by `scripts/services/<script> <action> DIR ...`, which
-/// prints `KEY=VALUE` lines (pid, ports, paths). Stopped on drop, also on failure.
-pub struct Service {
-    script: PathBuf,
-    action: String,
-    dir: PathBuf,
-    vars: HashMap<String, String>,
-}
-
-impl Service {
-    pub fn start(script: &str, action: &str, dir: &Path, args: &[&str]) -> anyhow::Result<Service> {
-        let script = super::common::repo_root()
-            .join("scripts/services")
-            .join(script);
-        let mut service = Service {
-            script,
-            action: action.to_owned(),
-            dir: dir.to_owned(),
-            vars: HashMap::new(),
-        };
-        service.launch(args)?;
-        Ok(service)
-    }
-
-    fn launch(&mut self, args: &[&str]) -> anyhow::Result<()> {
-        let out = Command::new(&self.script)
-            .arg(&self.action)
-            .arg(&self.dir)
-            .args(args)
-            .output()
-            .with_context(|| format!("running {}", self.script.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{} {} failed: {}",
-                self.script.display(),
-                self.action,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        self.vars = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Ok(())
-    }
-
-    pub fn get(&self, key: &str) -> anyhow::Result<&str> {
-        self.vars.get(key).map(String::as_str).with_context(|| {
-            format!(
-                "{} printed no {key}: {:?}",
-                self.script.display(),
-                self.vars
-            )
-        })
-    }
-
-    pub fn stop(&mut self) {
-        let _ = Command::new(&self.script)
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
-    }
-
-    /// Start again in the same directory (for example on the same ports).
-    pub fn restart(&mut self, args: &[&str]) -> anyhow::Result<()> {
-        self.stop();
-        self.launch(args)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// `scripts/services/<script> ACTION DIR ARGS` (collector.sh, prometheus.sh,
+/// jaeger.sh), which prints `KEY=VALUE` lines (pid, ports, paths). Stopped on
+/// drop, also on failure.
+pub fn service(
+    script: &str,
+    action: &str,
+    dir: &Path,
+    args: &[&str],
+) -> anyhow::Result<ScriptService> {
+    ScriptService::start(&format!("scripts/services/{script}"), action, dir, args)
 }
 
 /// Poll `check` until it yields a value or `timeout` passes.
@@ -159,7 +93,7 @@ impl Prometheus {
 /// A server on the real model exporting OTLP/gRPC to `collector`: spans
 /// leave every 200 ms, metrics every second.
 pub fn server_exporting_to(
-    collector: &Service,
+    collector: &ScriptService,
     max_batch_size: &str,
 ) -> anyhow::Result<crate::common::TestServer> {
     std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "200");

@@ -9,14 +9,15 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 
-use super::e2e::{eventually, Service};
+use super::e2e::{eventually, service};
+use testkit::ScriptService;
 
 /// Set (by `scripts/test.sh`) where a missing Jaeger must fail the test, not skip it.
 pub const REQUIRE_ENV: &str = "CANDLELIGHT_REQUIRE_JAEGER";
 
 /// A running Jaeger; stopped on drop.
 pub struct Jaeger {
-    service: Service,
+    service: ScriptService,
     query_url: String,
     client: reqwest::Client,
 }
@@ -38,7 +39,7 @@ impl Jaeger {
         if let Some(bin) = &cached {
             std::env::set_var("CANDLELIGHT_JAEGER", bin);
         }
-        let service = Service::start("jaeger.sh", "start", dir, &[])?;
+        let service = service("jaeger.sh", "start", dir, &[])?;
         let query_url = service.get("query_url")?.to_owned();
         Ok(Some(Jaeger {
             service,
@@ -90,7 +91,7 @@ fn cached_binary() -> anyhow::Result<Option<String>> {
     if let Some(bin) = std::env::var_os("CANDLELIGHT_JAEGER") {
         return Ok(Some(bin.to_string_lossy().into_owned()));
     }
-    let script = super::common::repo_root().join("scripts/build-jaeger.sh");
+    let script = testkit::workspace_root().join("scripts/build-jaeger.sh");
     let out = Command::new(&script)
         .arg("--check")
         .output()

@@ -3,137 +3,36 @@
 //! with a timeout, and kills its process on drop (on failure too).
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+use testkit::{workspace_root, ScriptService, ServerProcess};
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("invariant: loadgen lives inside the workspace")
-        .to_path_buf()
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
-}
-
-/// The real candlelight server on the real model, killed on drop.
-pub struct Server {
-    child: Child,
-    pub url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    pub fn start() -> Server {
-        let root = workspace_root();
-        let bin = std::env::var_os("CANDLELIGHT_BIN")
+/// The real candlelight server on the real model: CANDLELIGHT_BIN and
+/// CANDLELIGHT_MODEL where set, else the workspace's debug build and default
+/// model. Killed on drop.
+pub fn start_server() -> ServerProcess {
+    let root = workspace_root();
+    let path = |var: &str, default: &str| {
+        std::env::var_os(var)
             .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target/debug/candlelight"));
-        let model = std::env::var_os("CANDLELIGHT_MODEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-        assert!(
-            bin.exists(),
-            "server binary {} missing: run `cargo build -p candlelight`",
-            bin.display()
-        );
-        assert!(
-            model.exists(),
-            "model {} missing: run scripts/fetch-model.sh",
-            model.display()
-        );
-        let port = free_port();
-        let log = std::env::temp_dir().join(format!("loadgen-test-server-{port}.log"));
-        let log_file = std::fs::File::create(&log).expect("server log file");
-        let child = Command::new(&bin)
-            .args(["serve", "--model"])
-            .arg(&model)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--threads",
-                "2",
-            ])
-            .stdout(Stdio::from(log_file.try_clone().expect("log handle")))
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("start candlelight");
-        let server = Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        server.wait_healthy(Duration::from_secs(120));
-        server
-    }
-
-    fn wait_healthy(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if http_status(&format!("{}/health", self.url)) == Some(200) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!(
-            "server not healthy within {limit:?}; log:\n{}",
-            self.log_text()
-        );
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .unwrap_or_else(|| root.join(default))
+    };
+    let bin = path("CANDLELIGHT_BIN", "target/debug/candlelight");
+    let model = path(
+        "CANDLELIGHT_MODEL",
+        "models/SmolLM2-135M-Instruct.Q4_1.gguf",
+    );
+    ServerProcess::start(&bin, &model, &[], &[]).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Status of a plain blocking HTTP GET (no async runtime needed).
-pub fn http_status(url: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
-    {
-        let rest = url.strip_prefix("http://")?;
-        let (host, path) = rest
-            .split_once('/')
-            .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-        let mut s = TcpStream::connect(host).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).ok()?;
-        let head = std::str::from_utf8(&buf[..n]).ok()?;
-        head.split_whitespace().nth(1)?.parse().ok()
-    }
-}
-
-/// A throwaway PostgreSQL cluster from Debian, via scripts/services/postgres.sh.
+/// A throwaway PostgreSQL cluster from Debian, via scripts/services/postgres.sh
+/// (which prints its URL); stopped on drop.
 pub struct Postgres {
-    dir: tempfile::TempDir,
+    service: ScriptService,
     pub url: String,
+    _dir: tempfile::TempDir,
 }
 
 impl Postgres {
@@ -148,45 +47,31 @@ impl Postgres {
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
                 .expect("chmod temp dir");
         }
-        let script = workspace_root().join("scripts/services/postgres.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(dir.path().join("pg"))
-            .output()
-            .expect("run postgres.sh");
-        assert!(
-            out.status.success(),
-            "postgres.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Postgres { dir, url }
-    }
-
-    fn script(&self, action: &str) {
-        let script = workspace_root().join("scripts/services/postgres.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(action)
-            .arg(self.dir.path().join("pg"))
-            .output()
-            .expect("run postgres.sh");
-        assert!(
-            out.status.success(),
-            "postgres.sh {action} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let service = ScriptService::start(
+            "scripts/services/postgres.sh",
+            "start",
+            &dir.path().join("pg"),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let url = service.stdout().trim().to_owned();
+        Postgres {
+            service,
+            url,
+            _dir: dir,
+        }
     }
 
     /// Take the database down (its data stays).
-    pub fn stop(&self) {
-        self.script("stop");
+    pub fn stop(&mut self) {
+        self.service.stop().unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// Bring it back, same data, same port.
-    pub fn restart(&self) {
-        self.script("start");
+    pub fn restart(&mut self) {
+        self.service
+            .start_again(&[])
+            .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// A connected client (its connection runs on the current tokio runtime).
@@ -230,17 +115,6 @@ pub async fn dashboard_queries_return_rows(client: &tokio_postgres::Client, benc
                 .unwrap_or_else(|e| panic!("{}: {e}\n{sql}", panel["title"]));
             assert!(!rows.is_empty(), "{} returned no rows", panel["title"]);
         }
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let script = workspace_root().join("scripts/services/postgres.sh");
-        let _ = Command::new("bash")
-            .arg(script)
-            .arg("stop")
-            .arg(self.dir.path().join("pg"))
-            .output();
     }
 }
 
@@ -293,57 +167,11 @@ pub fn assert_outputs(dir: &Path, sweep: bool) {
         .is_some_and(|h| h.contains("ttft_s") && h.contains("trace_id")));
 }
 
-/// A process started by `scripts/services/collector.sh ACTION DIR ...`, which
-/// prints `KEY=VALUE` lines (pid, ports, paths); stopped on drop.
-pub struct Collector {
-    dir: PathBuf,
-    vars: std::collections::HashMap<String, String>,
-}
-
-impl Collector {
-    /// `action` is `start` (the project's collector) or `start-trace-backend`.
-    pub fn start(action: &str, dir: &Path, args: &[&str]) -> Collector {
-        let script = workspace_root().join("scripts/services/collector.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(action)
-            .arg(dir)
-            .args(args)
-            .output()
-            .expect("run collector.sh");
-        assert!(
-            out.status.success(),
-            "collector.sh {action} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let vars = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Collector {
-            dir: dir.to_path_buf(),
-            vars,
-        }
-    }
-
-    pub fn get(&self, key: &str) -> &str {
-        self.vars
-            .get(key)
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("collector.sh printed no {key}: {:?}", self.vars))
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let script = workspace_root().join("scripts/services/collector.sh");
-        let _ = Command::new("bash")
-            .arg(script)
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
-    }
+/// `scripts/services/collector.sh ACTION DIR ARGS`: `start` (the project's
+/// collector) or `start-trace-backend`; stopped on drop.
+pub fn collector(action: &str, dir: &Path, args: &[&str]) -> ScriptService {
+    ScriptService::start("scripts/services/collector.sh", action, dir, args)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Run the loadgen binary to completion with extra environment variables.
