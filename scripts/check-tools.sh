@@ -8,7 +8,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 fail=0
 missing() { echo "check-tools: $1" >&2; fail=1; }
 
-for tool in cargo rustc python3 curl cmake make g++ taskset promtool amtool psql; do
+for tool in cargo rustc python3 curl cmake make g++ taskset promtool amtool psql xz strip; do
     command -v "$tool" >/dev/null 2>&1 || missing "no '$tool' on PATH: run scripts/install-deps.sh (Debian) or install it"
 done
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing "no haproxy: run scripts/install-deps.sh"

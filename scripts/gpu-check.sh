@@ -6,13 +6,14 @@
 #   scripts/gpu-check.sh run DIR [--device cpu|cuda:N] [--port P] [--seed S]
 #                                               on the GPU machine
 #
-# `bundle` writes DIR (well under 64 MiB): the CUDA binary from
-# scripts/build-cuda.sh (`--cpu`: a CPU build, for a dry run here), loadgen, the
-# unit-test binary that holds `nvml_reports_real_values`, all stripped and
-# xz-compressed, and model.gguf: the default model's metadata and tokenizer
-# without tensors (about 2 MB), which `--synthetic SEED` serves with seeded
-# random weights of the model's shape. Prebuilt binaries can be passed in
-# CANDLELIGHT_CUDA_BIN, CANDLELIGHT_HOST_BIN (a CPU build; it also writes
+# `bundle` writes DIR (about 16 MiB; it must stay under 56): the CUDA binary
+# from scripts/build-cuda.sh, loadgen, the unit-test binary that holds
+# `nvml_reports_real_values`, all stripped and xz-compressed, and model.gguf:
+# the default model's metadata and tokenizer without tensors (about 2 MB),
+# which `--synthetic SEED` serves with seeded random weights of the model's
+# shape. `--cpu` bundles a CPU build instead, and no test binary (the NVML step
+# needs a GPU), for a dry run on this machine. Prebuilt binaries can be passed
+# in CANDLELIGHT_CUDA_BIN, CANDLELIGHT_HOST_BIN (a CPU build; it also writes
 # model.gguf), LOADGEN_BIN and CANDLELIGHT_TEST_BIN.
 #
 # `run` (default --device cuda:0) points LD_LIBRARY_PATH at the CUDA libraries
@@ -21,9 +22,11 @@
 #   2. nvml:      the NVML unit test against the real GPU;
 #   3. logits:    `candlelight compare-logits`: GPU against candle-CPU logits on
 #                 the same synthetic weights (top-1 >= 95%, max |dlogp| <= 1,
-#                 mean KL <= 0.01: compare-logits' defaults);
+#                 mean KL <= 0.01: compare-logits' defaults; on the CPU, 2
+#                 sequences of 16 tokens, since both sides are the CPU there);
 #   4. serve:     the server on the device with synthetic weights, loadgen at
-#                 concurrency 1, 16 and 64; tokens/s and TTFT per level;
+#                 concurrency 1, 16 and 64 (1 and 4 on the CPU); tokens/s and
+#                 TTFT per level, each with no errors and finished requests;
 #   5. metrics:   GPU utilization, memory, power and temperature reach /metrics
 #                 with non-zero values during the load;
 #   6. shutdown:  SIGTERM drains and the server exits 0.
@@ -79,7 +82,7 @@ bundle() {
         (cd "$root" && cargo build --release -p candlelight --bin candlelight -p loadgen --bin loadgen)
         host="${host:-$td/release/candlelight}" loadgen="${loadgen:-$td/release/loadgen}"
     fi
-    [ -n "$tests" ] || tests="$(test_binary | tail -n 1)"
+    [ -n "$tests" ] || [ "$variant" = cpu ] || tests="$(test_binary | tail -n 1)"
     local server="$host"
     if [ "$variant" = cuda ]; then
         server="${CANDLELIGHT_CUDA_BIN:-}"
@@ -89,7 +92,7 @@ bundle() {
     "$host" extract-metadata "$default_model" "$dir/model.gguf" >/dev/null
     pack "$server" candlelight "$dir"
     pack "$loadgen" loadgen "$dir"
-    pack "$tests" candlelight-tests "$dir"
+    [ -z "$tests" ] || pack "$tests" candlelight-tests "$dir"
     {
         echo "variant=$variant"
         echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -100,7 +103,7 @@ bundle() {
     local total
     total=$(du -cb "$dir"/* | tail -n 1 | cut -f1)
     (cd "$dir" && du -b -- * | awk '{printf "  %-24s %6.1f MiB\n", $2, $1 / 1048576}')
-    printf 'gpu-check: bundle %s (%s): %.1f MiB\n' "$dir" "$variant" "$(echo "$total / 1048576" | bc -l)"
+    printf 'gpu-check: bundle %s (%s): %s MiB\n' "$dir" "$variant" "$(awk -v b="$total" 'BEGIN { printf "%.1f", b / 1048576 }')"
     [ "$total" -lt $((56 * 1048576)) ] || die "bundle is over 56 MiB; it must travel in 64 MiB with the repository"
 }
 
@@ -167,20 +170,25 @@ while not os.path.exists(stop):
 json.dump({"scrapes": scrapes, "peak": peak}, open(out, "w"), indent=1)
 '
 
-# tokens/s and TTFT per concurrency level from loadgen's summary.csv; fails a
-# level that had errors or no finished request.
+# tokens/s and TTFT per concurrency level from loadgen's summary.csv (argv 1),
+# one line each; a one-line digest for the summary goes to argv 2. Fails a level
+# that had errors, or no request finished inside its measured window.
 summarize_load='
 import csv, sys
-ok = True
+ok, digest = True, []
 for r in csv.DictReader(open(sys.argv[1])):
     if r.get("turn"):
         continue
-    good = int(r["ok"]) > 0 and int(r["errors"]) == 0
+    tps = float(r["output_tokens_per_s"] or 0)
+    good = int(r["ok"]) > 0 and int(r["errors"]) == 0 and tps > 0
     ok &= good
     print("concurrency %3s: %4s requests (%s errors), %8.1f output tokens/s, TTFT p50 %7.1f ms, p99 %7.1f ms, TPOT p50 %6.1f ms %s" % (
-        r["batch_size"], r["ok"], r["errors"], float(r["output_tokens_per_s"] or 0),
+        r["batch_size"], r["ok"], r["errors"], tps,
         float(r["ttft_p50_ms"] or 0), float(r["ttft_p99_ms"] or 0), float(r["tpot_p50_ms"] or 0),
         "" if good else "FAIL"))
+    digest.append("c=%s %.0f tok/s TTFT p50 %.0f ms%s" % (
+        r["batch_size"], tps, float(r["ttft_p50_ms"] or 0), "" if good else " FAILED"))
+open(sys.argv[2], "w").write("; ".join(digest))
 sys.exit(0 if ok else 1)
 '
 
@@ -263,23 +271,26 @@ run_check() {
 
     step "logits: $device against candle-CPU, synthetic seed $seed"
     t=$(cap 180)
+    local plan=()
+    [ "$gpu" = 1 ] || plan=(--sequences 2 --tokens 16)
     if timeout "$t" "$bin" compare-logits --model "$work/model.gguf" --synthetic "$seed" \
-        --device "$device" --backend candle 2>&1 | tee "$work/compare.log"; then
+        --device "$device" --backend candle "${plan[@]}" 2>&1 | tee "$work/compare.log"; then
         record logits PASS "$(grep -E '^(prefill|decode) ' "$work/compare.log" | awk '{printf "%s top-1 %s max|dlogp| %s; ", $1, $3, $4}')"
     else
         record logits FAIL "compare-logits failed or timed out ($t s)"
     fi
 
-    step "serve on $device with synthetic weights; loadgen at concurrency 1, 16, 64"
     local url="http://127.0.0.1:$port" load_args serve_args
     serve_args=(--model "$work/model.gguf" --synthetic "$seed" --device "$device" --backend candle
         --port "$port" --max-batch-size 64 --shutdown-grace 10s)
-    load_args=(--input-len 128 --output-len 64 --duration 20s --warmup 2s)
+    load_args=(--batch-sizes 1,16,64 --input-len 128 --output-len 64 --duration 20s --warmup 2s)
     if [ "$gpu" = 1 ]; then
         serve_args+=(--kv-memory-fraction 0.3 --max-batch-tokens 1024 --max-prefill-tokens 1024)
     else
-        load_args=(--input-len 32 --output-len 8 --duration 8s --warmup 1s)
+        # candle on 2 CPU cores: light enough that requests finish inside each window.
+        load_args=(--batch-sizes 1,4 --input-len 32 --output-len 8 --duration 10s --warmup 2s)
     fi
+    step "serve on $device with synthetic weights; loadgen ${load_args[*]}"
     RUST_LOG=info "$bin" serve "${serve_args[@]}" >"$work/server.log" 2>&1 &
     server_pid=$!
     local ready=0
@@ -297,13 +308,16 @@ run_check() {
         python3 -c "$sampler" "$url/metrics" "$work/stop" "$work/gpu-metrics.json" 2>"$work/sampler.log" &
         local sampler_pid=$!
         t=$(cap 240)
-        if timeout "$t" "$work/loadgen" --url "$url" --batch-sizes 1,16,64 "${load_args[@]}" --ignore-eos \
-            --seed 1 --timeout 120s --wait 10s --no-plots --no-progress --output-dir "$work/loadgen" \
+        if timeout "$t" "$work/loadgen" --url "$url" "${load_args[@]}" --ignore-eos \
+            --seed 1 --timeout 120s --wait 10s --no-plots --no-progress --output-dir "$work/load" \
             >"$work/loadgen.log" 2>&1; then
-            local line
-            line="$(python3 -c "$summarize_load" "$work/loadgen/summary.csv" | tee /dev/stderr)" &&
-                record serve PASS "$(echo "$line" | awk -F'[:,]' '{printf "c=%d %s;", $1 ~ /[0-9]+/ ? substr($1, 13) : 0, $4}' | sed 's/  */ /g')" ||
-                record serve FAIL "a concurrency level had errors (see above)"
+            # (Not `tee /dev/stderr`: reopening a log file that stderr points
+            # at truncates it.)
+            if python3 -c "$summarize_load" "$work/load/summary.csv" "$work/load-digest.txt"; then
+                record serve PASS "$(cat "$work/load-digest.txt")"
+            else
+                record serve FAIL "$(cat "$work/load-digest.txt" 2>/dev/null) (see above)"
+            fi
         else
             tail -n 30 "$work/loadgen.log"
             record serve FAIL "loadgen failed or timed out ($t s)"

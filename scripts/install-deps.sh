@@ -16,6 +16,9 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1 || need+=(build-essential)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The GPU check's bundle (scripts/gpu-check.sh, tests/gpu_check_cpu.rs) strips and compresses.
+command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+command -v strip >/dev/null 2>&1 || need+=(binutils)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -1,151 +1,111 @@
-//! The non-CUDA parts of the GPU check (`scripts/gpu-check.sh`, docs/gpu.md),
-//! run on the CPU: the metadata-only model file, a server on synthetic weights,
-//! and `compare-logits` on those weights. On the CPU the subject and the
-//! reference are both candle on the CPU, so the prefill pass agrees by
-//! construction; the decode pass (token by token against the batched prefill)
-//! and the command's plumbing are what this checks. The GPU machine runs the same
-//! commands with `--device cuda:0`. Needs the server binary (`cargo build
-//! --bins`).
+//! The GPU check (`scripts/gpu-check.sh`, docs/gpu.md) on the CPU: the same
+//! script the GPU machine runs, on a bundle of CPU builds, with
+//! `--device cpu`. There the subject and the reference of `compare-logits` are
+//! both candle on the CPU, so the prefill pass agrees by construction; the
+//! decode pass (token by token against the batched prefill), the bundle, the
+//! synthetic-weights server under loadgen, the drain and the script's own
+//! plumbing are what this checks. The GPU machine runs the same with
+//! `--device cuda:0`. Needs the workspace's binaries (`cargo build --bins`),
+//! `strip` and `xz`.
 
 mod common;
 
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
-use common::process::candlelight_bin;
-use testkit::free_port;
+use common::process::{candlelight_bin, loadgen_bin};
+use testkit::{free_port, workspace_root, ServerProcess};
 
-fn candlelight(args: &[&str]) -> Output {
-    Command::new(candlelight_bin())
+fn gpu_check(args: &[&str], out: &Path) -> (bool, String) {
+    let result = Command::new("bash")
+        .arg(workspace_root().join("scripts/gpu-check.sh"))
         .args(args)
+        .env("CANDLELIGHT_HOST_BIN", candlelight_bin())
+        .env("LOADGEN_BIN", loadgen_bin())
+        .env("GPU_CHECK_BUDGET_S", "300")
+        .env("OUT", out)
         .output()
-        .expect("run candlelight")
-}
-
-fn text(out: &Output) -> String {
-    format!(
+        .expect("run scripts/gpu-check.sh");
+    let text = format!(
         "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    (result.status.success(), text)
 }
 
-/// The bundle's `model.gguf`: every metadata key and the tokenizer, no tensors.
-fn metadata_only(dir: &std::path::Path) -> String {
-    let model = common::model_path();
-    let meta = dir.join("model.gguf");
-    let out = candlelight(&[
-        "extract-metadata",
-        model.to_str().expect("UTF-8 path"),
-        meta.to_str().expect("UTF-8 path"),
-    ]);
-    assert!(out.status.success(), "extract-metadata: {}", text(&out));
-    let size = std::fs::metadata(&meta).expect("model.gguf written").len();
-    // The bundle travels in 64 MiB: the 98 MB model cannot, its metadata can.
-    assert!(size < 4 << 20, "metadata-only file is {size} bytes");
-    meta.to_string_lossy().into_owned()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn synthetic_weights_serve_and_match_the_cpu_reference() {
+#[test]
+fn the_gpu_check_passes_on_the_cpu() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let meta = metadata_only(dir.path());
+    let bundle = dir.path().join("bundle");
+    let bundle_arg = bundle.to_str().expect("UTF-8 path");
+    let (ok, log) = gpu_check(&["bundle", bundle_arg, "--cpu"], dir.path());
+    assert!(ok, "bundle: {log}");
+    // The bundle travels in 64 MiB: the 98 MB model cannot, its metadata can.
+    let meta = std::fs::metadata(bundle.join("model.gguf")).map_or(0, |m| m.len());
+    assert!(
+        meta > 0 && meta < 4 << 20,
+        "metadata-only file is {meta} bytes"
+    );
+    let manifest = std::fs::read_to_string(bundle.join("MANIFEST")).expect("MANIFEST");
+    assert!(manifest.contains("variant=cpu"), "{manifest}");
 
-    let out = candlelight(&[
-        "compare-logits",
-        "--model",
-        &meta,
-        "--synthetic",
-        "1",
-        "--device",
-        "cpu",
-        "--sequences",
-        "2",
-        "--tokens",
-        "16",
-    ]);
-    let log = text(&out);
-    assert!(out.status.success(), "compare-logits: {log}");
-    assert!(log.contains("compare-logits: PASS"), "{log}");
-
-    let port = free_port();
-    let log = dir.path().join("server.log");
-    let file = std::fs::File::create(&log).expect("server log");
-    let server = Command::new(candlelight_bin())
-        .args(["serve", "--model", &meta, "--synthetic", "1"])
-        .args(["--device", "cpu", "--host", "127.0.0.1"])
-        .args([
-            "--port",
-            &port.to_string(),
-            "--threads",
-            "2",
-            "--no-telemetry",
-        ])
-        .stdout(file.try_clone().expect("log handle"))
-        .stderr(file)
-        .spawn()
-        .expect("start the server");
-    // Killed on drop: a failed assertion below must not leave it running.
-    let mut server = KillOnDrop(server);
-    let result = ask(port, &mut server.0, &log).await;
-    let (info, generated) = result;
-    assert_eq!(info["backend"], "candle", "{info}");
-    assert_eq!(info["device"], "cpu", "{info}");
-    assert_eq!(generated["details"]["generated_tokens"], 4, "{generated}");
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `/info` and a 4-token `/generate` once the server is ready.
-async fn ask(
-    port: u16,
-    server: &mut std::process::Child,
-    log: &std::path::Path,
-) -> (serde_json::Value, serde_json::Value) {
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("HTTP client");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
-    while !client
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        if let Ok(Some(status)) = server.try_wait() {
-            panic!("server exited ({status}):\n{}", log_text());
-        }
+    let port = free_port().to_string();
+    let (ok, log) = gpu_check(
+        &["run", bundle_arg, "--device", "cpu", "--port", &port],
+        dir.path(),
+    );
+    assert!(ok, "run: {log}");
+    let summary = std::fs::read_to_string(dir.path().join("gpu-check-summary.txt"))
+        .expect("the summary is copied to $OUT");
+    for step in ["logits", "serve", "shutdown"] {
         assert!(
-            Instant::now() < deadline,
-            "server not ready in 120 s:\n{}",
-            log_text()
+            summary
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([step, "PASS"])),
+            "{step} did not pass:\n{summary}\n{log}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let info = client
-        .get(format!("{base}/info"))
+    assert!(summary.contains("c=4 "), "both load levels ran:\n{summary}");
+}
+
+/// What the bundle's server says about itself, and a request's details, on
+/// synthetic weights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synthetic_weights_serve_on_the_candle_backend() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let meta = dir.path().join("model.gguf");
+    let out = Command::new(candlelight_bin())
+        .arg("extract-metadata")
+        .arg(common::model_path())
+        .arg(&meta)
+        .output()
+        .expect("run candlelight");
+    assert!(out.status.success(), "extract-metadata: {out:?}");
+    let server = ServerProcess::start(
+        &candlelight_bin(),
+        &meta,
+        &["--synthetic", "1", "--device", "cpu", "--no-telemetry"],
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let client = reqwest::Client::new();
+    let info: serde_json::Value = client
+        .get(format!("{}/info", server.url))
         .send()
         .await
         .expect("/info")
         .json()
         .await
         .expect("/info is JSON");
+    assert_eq!(info["backend"], "candle", "{info}");
+    assert_eq!(info["device"], "cpu", "{info}");
     let body = serde_json::json!({
         "inputs": "Hello",
         "parameters": {"max_new_tokens": 4, "details": true}
     });
-    let generated = client
-        .post(format!("{base}/generate"))
+    let generated: serde_json::Value = client
+        .post(format!("{}/generate", server.url))
         .json(&body)
         .send()
         .await
@@ -153,5 +113,5 @@ async fn ask(
         .json()
         .await
         .expect("/generate is JSON");
-    (info, generated)
+    assert_eq!(generated["details"]["generated_tokens"], 4, "{generated}");
 }
