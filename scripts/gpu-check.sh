@@ -240,8 +240,9 @@ run_check() {
 
     step "libraries"
     if [ "$gpu" = 1 ]; then
-        export LD_LIBRARY_PATH
-        LD_LIBRARY_PATH="$(cuda_library_path)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        local found
+        found="$(cuda_library_path)"
+        export LD_LIBRARY_PATH="$found${found:+${LD_LIBRARY_PATH:+:}}${LD_LIBRARY_PATH:-}"
         echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
         timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv || true
         if ldd "$bin" | grep -E 'cuda|cublas|nvrtc|curand|not found'; then :; fi
@@ -291,7 +292,9 @@ run_check() {
         load_args=(--batch-sizes 1,4 --input-len 32 --output-len 8 --duration 10s --warmup 2s)
     fi
     step "serve on $device with synthetic weights; loadgen ${load_args[*]}"
-    RUST_LOG=info "$bin" serve "${serve_args[@]}" >"$work/server.log" 2>&1 &
+    # No collector here: OTLP export off (the /metrics scrape is what is checked).
+    OTEL_TRACES_EXPORTER=none OTEL_METRICS_EXPORTER=none RUST_LOG=info \
+        "$bin" serve "${serve_args[@]}" >"$work/server.log" 2>&1 &
     server_pid=$!
     local ready=0
     t=$(cap 120)
@@ -351,7 +354,11 @@ run_check() {
         server_pid=""
     else
         tail -n 30 "$work/server.log"
-        record serve FAIL "server not ready within $t s"
+        if kill -0 "$server_pid" 2>/dev/null; then
+            record serve FAIL "server not ready within $t s"
+        else
+            record serve FAIL "server exited before it was ready (its log is above)"
+        fi
         record metrics FAIL "no server"
     fi
 
