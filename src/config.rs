@@ -90,7 +90,7 @@ pub struct ServeConfig {
     pub max_total_tokens: Option<usize>,
     /// Fraction (0-1] of the device's free memory the KV cache may take, after
     /// the weights are loaded (GPUs; the CPU reports no free-memory figure).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_fraction)]
     pub kv_memory_fraction: Option<f64>,
     /// Tokens one engine step computes: one per decoding sequence plus prompt
     /// tokens. Bounds how long running streams wait between tokens when new
@@ -193,6 +193,17 @@ impl TelemetryArgs {
     }
 }
 
+/// A fraction in (0, 1]: 0 would leave no KV cache, and above 1 is more
+/// memory than there is.
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!(
+            "`{s}`: expected a fraction above 0 and at most 1, like 0.9"
+        )),
+    }
+}
+
 /// Default step budget. On 2 CPU cores a step costs ~1.7 ms per token, so 64
 /// tokens keep a decode stall under ~120 ms while prompts still advance 48+
 /// tokens a step at 16 streams (see docs/performance.md for the measurements).
@@ -207,9 +218,10 @@ impl ServeConfig {
         kv_bytes_per_token: usize,
         free_memory: Option<usize>,
     ) -> SchedulerLimits {
-        let from_memory = self.kv_memory_fraction.zip(free_memory).map(|(f, free)| {
-            (f.clamp(0.0, 1.0) * free as f64) as usize / kv_bytes_per_token.max(1)
-        });
+        let from_memory = self
+            .kv_memory_fraction
+            .zip(free_memory)
+            .map(|(f, free)| (f * free as f64) as usize / kv_bytes_per_token.max(1));
         let max_total_tokens = self
             .max_total_tokens
             .or(from_memory)

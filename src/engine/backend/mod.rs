@@ -273,6 +273,12 @@ pub fn load(
             ),
         ),
     };
+    if matches!(device, Device::Cuda(_)) && !cfg!(feature = "cuda") {
+        return Err(BackendError::Unsupported(format!(
+            "--device {device}: this binary was built without the `cuda` feature; \
+             scripts/build-cuda.sh builds one (docs/gpu.md)"
+        )));
+    }
     let backend: Box<dyn Backend> = if use_native {
         Box::new(native::NativeBackend::load(g, threads)?)
     } else {
