@@ -4,7 +4,6 @@
 //! ports and a health probe that needs no async runtime. Each process value
 //! stops its process when dropped, on failure too.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -174,7 +173,6 @@ pub struct ScriptService {
     dir: PathBuf,
     env: Vec<(String, String)>,
     stdout: String,
-    vars: HashMap<String, String>,
     running: bool,
 }
 
@@ -208,7 +206,6 @@ impl ScriptService {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             stdout: String::new(),
-            vars: HashMap::new(),
             running: false,
         };
         service.start_again(args)?;
@@ -232,29 +229,26 @@ impl ScriptService {
         );
         self.running = true;
         self.stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        self.vars = self
-            .stdout
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
         Ok(())
     }
 
     /// The value of a `KEY=VALUE` line the start action printed.
     pub fn get(&self, key: &str) -> anyhow::Result<&str> {
-        self.vars.get(key).map(String::as_str).with_context(|| {
-            format!(
-                "{} printed no {key}: {:?}",
-                self.script.display(),
-                self.vars
-            )
-        })
+        self.vars()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .with_context(|| {
+                format!(
+                    "{} printed no {key}:\n{}",
+                    self.script.display(),
+                    self.stdout
+                )
+            })
     }
 
     /// Every `KEY=VALUE` line the start action printed.
-    pub fn vars(&self) -> &HashMap<String, String> {
-        &self.vars
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.stdout.lines().filter_map(|l| l.split_once('='))
     }
 
     /// What the start action printed, whole.

@@ -44,7 +44,6 @@ impl Cluster {
     pub fn pids(&self) -> Vec<u32> {
         self.service
             .vars()
-            .iter()
             .filter(|(k, _)| k.ends_with("_pid"))
             .filter_map(|(_, v)| v.parse().ok())
             .collect()

@@ -60,25 +60,15 @@ impl KvHead<'_> {
 
     /// Asks for position `t`'s row of `cache` (this head's `head_dim` values) to
     /// be brought into cache, if `t < ctx`.
-    ///
-    /// # Safety
-    /// `check(ctx)` passed for this head, and `cache` is its `keys` or `values`.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn prefetch(&self, cache: &[f16], t: usize, ctx: usize) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    fn prefetch(&self, cache: &[f16], t: usize, ctx: usize) {
         if t < ctx {
-            // SAFETY: row `t < ctx` is in bounds (the caller's `check`); the last
-            // byte read is the row's last value.
-            unsafe {
-                let row = cache.as_ptr().add(self.offset(t)) as *const i8;
-                let bytes = self.head_dim * 2;
-                // Every cache line the row touches: it need not start on one.
-                for at in (0..bytes).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(row.add(at));
-                }
-                _mm_prefetch::<_MM_HINT_T0>(row.add(bytes - 1));
-            }
+            let row = cache.as_ptr().wrapping_add(self.offset(t));
+            let bytes = self.head_dim * size_of::<f16>();
+            // A row need not start a line: its last byte's line too.
+            super::prefetch_lines(row, bytes);
+            super::prefetch_lines(row.wrapping_add(self.head_dim - 1), 1);
         }
     }
 

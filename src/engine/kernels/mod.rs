@@ -151,6 +151,19 @@ pub fn parallel_chunks_mut<T: Send>(
     });
 }
 
+/// Hints the cache lines at `p`, `p + 64`, … below `p + bytes` into L1: all the
+/// lines of `bytes` bytes when `p` starts a line. Never faults, whatever the
+/// address: a hint past the mapping is dropped.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_lines<T>(p: *const T, bytes: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for line in (0..bytes).step_by(64) {
+        // SAFETY: prefetching never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>().wrapping_add(line)) };
+    }
+}
+
 /// Which SIMD path the running CPU gets: `"avx512vnni"`, `"avx2"` or `"scalar"`.
 pub fn simd_level() -> &'static str {
     select::best().level.as_str()

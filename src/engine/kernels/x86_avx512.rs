@@ -230,15 +230,6 @@ where
 /// Tiles ahead to prefetch.
 const PREFETCH_TILES: usize = 4;
 
-/// Hints the cache lines of `bytes` bytes at `p` into L1 (a no-op past the mapping).
-#[inline(always)]
-fn prefetch<T>(p: *const T, bytes: usize) {
-    for line in (0..bytes).step_by(64) {
-        // SAFETY: prefetching never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>().wrapping_add(line)) };
-    }
-}
-
 /// One 16-row group against `R` activation rows (`xs` holds `R * tiles` blocks).
 // `r` and `h` index several arrays at once.
 #[allow(clippy::needless_range_loop)]
@@ -270,7 +261,7 @@ where
         // At every row count (the next group's tiles follow this group's in memory):
         // up to 8 rows, batched decode still waits on memory (8 sequences: +10%
         // with it), and prefill, compute-bound, measured the same either way.
-        prefetch(
+        super::prefetch_lines(
             w.tiles.as_ptr().wrapping_add(b + PREFETCH_TILES),
             size_of::<Tile<F>>(),
         );
